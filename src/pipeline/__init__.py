@@ -1,0 +1,66 @@
+"""threaded-pipeline: typed, fast assembly-line concurrency for Python threads.
+
+>>> from pipeline import Pipeline
+>>> Pipeline[int]().map(lambda x: x * 2).filter(lambda x: x > 2).run([1, 2, 3]).outputs
+[4, 6]
+
+The pieces:
+
+- :class:`SafeQueue`: a bounded, thread-safe queue, a drop-in for
+  ``queue.Queue`` plus producer handles, batch operations and statistics.
+- :class:`PipelineStage`: subclass it and implement ``process(item)``.
+- :class:`Pipeline`: wires stages with bounded queues, runs each in its own
+  worker threads, shuts down cleanly and reports what happened to every item.
+- :mod:`pipeline.stages`: the stages in the box.
+"""
+
+from ._exceptions import PipelineCancelled as PipelineCancelled
+from ._exceptions import PipelineError as PipelineError
+from ._exceptions import PipelineStateError as PipelineStateError
+from ._exceptions import PipelineTimeout as PipelineTimeout
+from ._exceptions import ProducerError as ProducerError
+from ._exceptions import ShutDown as ShutDown
+from ._exceptions import StageError as StageError
+from ._pipeline import DEFAULT_MAXSIZE as DEFAULT_MAXSIZE
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import RunResult as RunResult
+from ._pipeline import Stream as Stream
+from ._policy import OnError as OnError
+from ._policy import Retry as Retry
+from ._report import DeadLetter as DeadLetter
+from ._report import PipelineReport as PipelineReport
+from ._report import RunStatus as RunStatus
+from ._report import StageReport as StageReport
+from ._safequeue import Empty as Empty
+from ._safequeue import Full as Full
+from ._safequeue import Producer as Producer
+from ._safequeue import QueueStats as QueueStats
+from ._safequeue import SafeQueue as SafeQueue
+from ._stage import PipelineStage as PipelineStage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAXSIZE",
+    "DeadLetter",
+    "Empty",
+    "Full",
+    "OnError",
+    "Pipeline",
+    "PipelineCancelled",
+    "PipelineError",
+    "PipelineReport",
+    "PipelineStage",
+    "PipelineStateError",
+    "PipelineTimeout",
+    "Producer",
+    "QueueStats",
+    "Retry",
+    "RunResult",
+    "RunStatus",
+    "SafeQueue",
+    "ShutDown",
+    "StageError",
+    "StageReport",
+    "Stream",
+]

@@ -1,0 +1,155 @@
+"""The library's exceptions, all in one place.
+
+The tree::
+
+    Exception
+     ├── ShutDown                 queue.ShutDown on 3.13+, our own class before
+     └── PipelineError            base of every error the library raises itself
+          ├── ProducerError       producer handles misused (registering late, putting after close)
+          ├── PipelineStateError  a pipeline used in a state that forbids it
+          ├── StageError          a stage, a hook or the source raised (fail-fast)
+          └── PipelineCancelled   a run ended by cancel() or by its timeout
+               └── PipelineTimeout   run(timeout=...) elapsed (also a TimeoutError)
+
+The standard library's ``queue.Empty`` and ``queue.Full`` are raised unchanged
+by :class:`~pipeline.SafeQueue`, so code written for ``queue.Queue`` keeps its
+``except`` clauses. Bad arguments raise the built-in ``ValueError`` or
+``TypeError`` naming the parameter, at the call that received them.
+
+``StageError`` versus ``PipelineCancelled``: the first means the pipeline broke
+from the inside (user code raised), the second that it was stopped from the
+outside (``cancel()``, a timeout). Both carry the partial report.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._report import PipelineReport
+
+__all__ = [
+    "PipelineCancelled",
+    "PipelineError",
+    "PipelineStateError",
+    "PipelineTimeout",
+    "ProducerError",
+    "ShutDown",
+    "StageError",
+]
+
+if sys.version_info >= (3, 13):
+    ShutDown = queue.ShutDown
+else:
+
+    class ShutDown(Exception):  # noqa: N818 (the standard library's name)
+        """Raised by put and get on a queue that was shut down.
+
+        This is ``queue.ShutDown`` on Python 3.13 and newer; on older Pythons it
+        is the library's own class with the same meaning, so ``except
+        pipeline.ShutDown`` works on every supported version.
+        """
+
+
+class PipelineError(Exception):
+    """Base class of every error the library raises itself.
+
+    >>> issubclass(StageError, PipelineError)
+    True
+    """
+
+
+class ProducerError(PipelineError):
+    """A producer handle was misused.
+
+    Raised by :meth:`SafeQueue.producer` on a queue that is already shut down
+    (registering too late would otherwise miscount the end of stream), and by
+    :meth:`Producer.put` on a handle that was closed.
+    """
+
+
+class PipelineStateError(PipelineError):
+    """A pipeline was used in a state that forbids the call.
+
+    Raised when a stage is added to a pipeline that has already started, or
+    when a closed pipeline is run.
+    """
+
+
+_REPR_LIMIT = 200
+
+
+def _short_repr(value: object, limit: int = _REPR_LIMIT) -> str:
+    """Return ``repr(value)`` cut to ``limit`` characters; never raises."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 (a broken __repr__ must not hide the real error)
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+class StageError(PipelineError):
+    """A stage's ``process()``, one of its hooks, or the source raised.
+
+    Under the default fail-fast policy the first such exception cancels the
+    pipeline, and ``run()`` / ``stream()`` raise this error. The original
+    exception object is attached unchanged as ``__cause__`` (with its
+    traceback), so ``raise ... from`` chains print both.
+
+    Attributes:
+        stage: the name of the stage that raised (``"source"`` for the source
+            iterator).
+        item: the item being processed, or ``None`` when there was none (a hook
+            or the source raised); ``has_item`` tells the two apart, since
+            ``None`` is ordinary data.
+        has_item: whether ``item`` is meaningful.
+        where: ``"process"``, ``"on_start"``, ``"on_stop"`` or ``"source"``.
+        report: the partial :class:`~pipeline.PipelineReport` of the run.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        cause: BaseException,
+        *,
+        item: object = None,
+        has_item: bool = False,
+        where: str = "process",
+    ) -> None:
+        self.stage = stage
+        self.item = item
+        self.has_item = has_item
+        self.where = where
+        self.report: PipelineReport | None = None
+        if has_item:
+            message = f"stage {stage!r} failed on item {_short_repr(item)}: {cause!r}"
+        elif where == "source":
+            message = f"the source iterator raised {cause!r}"
+        else:
+            message = f"stage {stage!r} failed in {where}(): {cause!r}"
+        super().__init__(message)
+        self.__cause__ = cause
+
+
+class PipelineCancelled(PipelineError):  # noqa: N818 (reads as the state it reports)
+    """A run was stopped from the outside: ``cancel()`` or its timeout.
+
+    Attributes:
+        report: the partial :class:`~pipeline.PipelineReport` of the run; its
+            ``not_processed`` count says how many items were left unfinished.
+    """
+
+    def __init__(self, message: str = "the pipeline was cancelled") -> None:
+        super().__init__(message)
+        self.report: PipelineReport | None = None
+
+
+class PipelineTimeout(PipelineCancelled, TimeoutError):  # noqa: N818
+    """``run(timeout=...)`` or ``stream(timeout=...)`` ran out of time.
+
+    It is also a built-in ``TimeoutError``, so either ``except`` clause works.
+    """

@@ -1,0 +1,699 @@
+"""Pipeline: the builder, and the runner that owns every thread of a run.
+
+This is the only module that starts and joins threads.
+
+How a run ends (the poison pill that cannot be miscounted): every queue
+between two stages counts its producers. The runner registers them all before
+any thread starts: one handle for the source feeder on the first queue, one per
+worker of stage ``i`` on queue ``i + 1``. A worker closes its handle when its
+input has ended and it has handed on its last output; the last close shuts the
+queue down gracefully, so every worker of the next stage drains what is left
+and then sees end of stream. No pill is ever counted by hand.
+
+How a run is cancelled (an error, ``cancel()``, a timeout, Ctrl-C, a stream
+closed early): every queue is shut down immediately, which wakes every blocked
+put and get; the feeder stops reading the source; each worker finishes the
+item in hand, runs ``on_stop`` and exits; the runner joins them all.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from time import monotonic, perf_counter
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from typing_extensions import TypeVar as DefaultTypeVar
+
+from ._exceptions import (
+    PipelineCancelled,
+    PipelineStateError,
+    PipelineTimeout,
+    ShutDown,
+    StageError,
+)
+from ._policy import OnError, Retry, check_on_error
+from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
+from ._safequeue import Empty, Producer, SafeQueue
+from ._stage import (
+    MAX_BATCH,
+    PipelineStage,
+    StageKind,
+    StageSpec,
+    kind_of,
+    next_batch_cap,
+    run_worker,
+)
+from .stages import EachStage, FilterStage, FlatMapStage, MapStage
+
+__all__ = ["DEFAULT_MAXSIZE", "Pipeline", "RunResult", "Stream"]
+
+logger = logging.getLogger("pipeline")
+
+In = DefaultTypeVar("In", default=Any)
+Out = DefaultTypeVar("Out", default=In)
+R = TypeVar("R")
+T = TypeVar("T")
+
+DEFAULT_MAXSIZE = 1024
+"""Default bound of each stage's input queue, in items."""
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name!r} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name!r} must be at least {minimum}, got {value}")
+    return value
+
+
+def _check_seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name!r} must be a number of seconds, not {type(value).__name__}")
+    if not value >= 0:  # also rejects NaN
+        raise ValueError(f"{name!r} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult(Generic[T]):
+    """What :meth:`Pipeline.run` returns: the outputs, in order, and the report."""
+
+    outputs: list[T]
+    report: PipelineReport
+
+
+class _ReportBox:
+    # Shared by a Stream and its generator, so the generator never refers to
+    # the Stream: no cycle, and dropping the Stream closes the run at once.
+    __slots__ = ("report",)
+
+    def __init__(self) -> None:
+        self.report: PipelineReport | None = None
+
+
+class Stream(Generic[T]):
+    """The lazy outputs of :meth:`Pipeline.stream`: an iterator you can close.
+
+    Threads start at the first ``next()``. Closing the stream (``close()``, the
+    end of a ``with`` block, or breaking out of a ``for`` loop over it, which
+    drops it) cancels the run, stops reading the source and joins every
+    thread before returning. ``report`` is set once the run has ended.
+
+    >>> from pipeline import Pipeline
+    >>> with Pipeline[int]().map(lambda x: x + 1).stream(range(10**9)) as outputs:
+    ...     first = [next(outputs) for _ in range(3)]
+    >>> first, outputs.report.status
+    ([1, 2, 3], 'closed')
+    """
+
+    def __init__(self, outputs: Iterator[T], box: _ReportBox) -> None:
+        self._outputs = outputs
+        self._box = box
+
+    @property
+    def report(self) -> PipelineReport | None:
+        """The run's report once it has ended, else ``None``."""
+        return self._box.report
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> T:
+        return next(self._outputs)
+
+    def close(self) -> None:
+        """Stop the run and join its threads; idempotent."""
+        close = getattr(self._outputs, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Run:
+    """One execution of a pipeline: its queues, threads, counters and outcome."""
+
+    def __init__(self, specs: tuple[StageSpec, ...], final_maxsize: int) -> None:
+        self.specs = specs
+        self.queues: list[SafeQueue[Any]] = [SafeQueue(spec.maxsize) for spec in specs]
+        self.queues.append(SafeQueue(final_maxsize))
+        self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
+        self.threads: list[threading.Thread] = []
+        self.read = 0  # written by the feeder thread only
+        self.delivered = 0  # written by the consuming thread only
+        # The first entry decides how the run ended; later ones are attached
+        # to the raised error as notes. list.append is atomic, on free-threaded
+        # builds too, so the first to append wins without a lock.
+        self.outcomes: list[tuple[RunStatus, BaseException]] = []
+        # The one synchronisation object outside the queue module: it lets a
+        # retry back-off sleep be cut short by a cancellation.
+        self._stopping = threading.Event()
+        self.started = perf_counter()
+        self.elapsed = 0.0
+
+    # -- the Supervisor protocol, used by the workers --------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stopping.is_set()
+
+    def fail(self, error: StageError) -> None:
+        logger.debug("run failing: %s", error)
+        self._end("failed", error)
+
+    def pause(self, seconds: float) -> bool:
+        return not self._stopping.wait(seconds)
+
+    # -- control ----------------------------------------------------------------
+
+    def cancel(self, status: RunStatus, reason: BaseException) -> None:
+        self._end(status, reason)
+
+    def _end(self, status: RunStatus, reason: BaseException) -> None:
+        self.outcomes.append((status, reason))
+        self._stopping.set()
+        for queue in self.queues:
+            queue.shutdown(immediate=True)
+
+    def start(self, source: Iterator[Any]) -> None:
+        """Register every producer, then start the feeder and the workers."""
+        feeder_handle = self.queues[0].producer()
+        plans: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
+        plans.append(("pipeline-source", self._feed, (source, feeder_handle)))
+        for index, spec in enumerate(self.specs):
+            for number in range(spec.workers):
+                stage = spec.stage if number == 0 else copy.copy(spec.stage)
+                args = (
+                    spec,
+                    stage,
+                    self.queues[index],
+                    self.queues[index + 1].producer(),
+                    self,
+                    self.recorders[index][number],
+                )
+                plans.append((f"{spec.name}-{number + 1}", run_worker, args))
+        for name, target, args in plans:
+            thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _feed(self, source: Iterator[Any], handle: Producer[Any]) -> None:
+        # Read the source in chunks sized like worker batches: a fast source is
+        # read up to MAX_BATCH items per put, a slow one item by item.
+        cap = 1
+        try:
+            while not self.cancelled:
+                chunk: list[Any] = []
+                started = perf_counter()
+                try:
+                    chunk.extend(islice(source, cap))
+                finally:
+                    self.read += len(chunk)
+                if not chunk:
+                    return
+                handle.put_many(chunk)
+                if len(chunk) < cap:
+                    return  # islice stopped early: the source is exhausted
+                cap = next_batch_cap(perf_counter() - started, len(chunk))
+        except ShutDown:
+            return
+        except BaseException as exc:  # noqa: BLE001 (reported, then raised by the runner)
+            self.fail(StageError("source", exc, where="source"))
+        finally:
+            handle.close()
+
+    def outputs(self, deadline: float | None) -> Iterator[list[Any]]:
+        """Yield batches of outputs until the last stage ends or the run stops."""
+        final = self.queues[-1]
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - monotonic())
+            try:
+                batch = final.get_many(MAX_BATCH, timeout)
+            except ShutDown:
+                return
+            except Empty:
+                self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+                return
+            yield batch
+            if deadline is not None and monotonic() >= deadline:
+                self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+                return
+
+    def join(self) -> None:
+        """Join every thread of the run."""
+        for thread in self.threads:
+            thread.join()
+        self.elapsed = perf_counter() - self.started
+
+    def report(self) -> PipelineReport:
+        """Build the report; exact once :meth:`join` has returned."""
+        stages: list[StageReport] = []
+        arrived = self.read
+        for index, spec in enumerate(self.specs):
+            stage = StageReport.from_recorders(
+                spec.name, arrived, self.recorders[index], self.queues[index].stats()
+            )
+            stages.append(stage)
+            arrived = stage.emitted
+        status: RunStatus = self.outcomes[0][0] if self.outcomes else "completed"
+        return PipelineReport(
+            status=status,
+            elapsed_seconds=self.elapsed,
+            items_read=self.read,
+            outputs=self.delivered,
+            dropped=sum(s.dropped for s in stages),
+            failed=sum(s.failed for s in stages),
+            not_processed=sum(s.not_processed for s in stages) + arrived - self.delivered,
+            created=sum(s.emitted - s.completed + s.dropped for s in stages),
+            stages=tuple(stages),
+            dead_letters=tuple(d for rs in self.recorders for r in rs for d in r.dead_letters),
+        )
+
+    def raise_for_outcome(self, report: PipelineReport) -> None:
+        """Raise the error that ended the run, with the report attached."""
+        if not self.outcomes:
+            return
+        status, error = self.outcomes[0]
+        if status == "closed":
+            return
+        for _, later in self.outcomes[1:]:
+            if isinstance(later, StageError):
+                error.add_note(f"also: {later}")
+        if isinstance(error, StageError | PipelineCancelled):
+            error.report = report
+            raise error
+        # Anything else (KeyboardInterrupt) is re-raised by the caller.
+
+
+class Pipeline(Generic[In, Out]):
+    """An assembly line of stages, each in its own worker threads.
+
+    >>> from pipeline import Pipeline
+    >>> p = Pipeline[int]().map(lambda x: x * 2).filter(lambda x: x % 3 != 0)
+    >>> p.run(range(6)).outputs
+    [2, 4, 8, 10]
+
+    Each builder method adds a stage and returns the same pipeline, retyped
+    for the new output type, so chain the calls. A mismatch between one stage's
+    output type and the next stage's input type is a type-checker error.
+
+    Per-stage options (``add``, ``map``, ``filter``, ``flat_map``, ``each``):
+
+    - ``workers``: threads running the stage (default 1).
+    - ``name``: the stage's name (thread names are ``"<name>-<n>"``).
+    - ``ordered``: with several workers, emit in input order (default) through
+      a bounded reorder window; ``False`` emits as items finish.
+    - ``maxsize``: the bound of the stage's *input* queue, in items.
+    - ``on_error``: ``"raise"`` (fail-fast, default) or ``"skip"`` (dead letter).
+    - ``retry``: a :class:`~pipeline.Retry` policy applied before ``on_error``.
+
+    A pipeline may be run any number of times, also concurrently; every run
+    is independent (its own queues, threads and report) and uses the same
+    stage objects. After the first run starts, stages can no longer be added.
+    ``close()`` (or leaving a ``with`` block) cancels the runs still going and
+    makes further runs fail with :class:`~pipeline.PipelineStateError`.
+
+    Args:
+        maxsize: default bound of every stage's input queue and of the output
+            queue, in items.
+
+    Raises:
+        TypeError / ValueError: an invalid option, at the call that set it.
+        PipelineStateError: adding a stage after a run started, or running a
+            closed pipeline.
+    """
+
+    def __init__(self, *, maxsize: int = DEFAULT_MAXSIZE) -> None:
+        self._maxsize = _check_int("maxsize", maxsize, 1)
+        self._specs: list[StageSpec] = []
+        self._frozen = False
+        self._closed = False
+        self._runs: set[_Run] = set()
+        self._streams: weakref.WeakSet[Stream[Any]] = weakref.WeakSet()
+
+    def __repr__(self) -> str:
+        names = " -> ".join(spec.name for spec in self._specs) or "(no stages)"
+        return f"<Pipeline {names}>"
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The names of the stages, in order."""
+        return tuple(spec.name for spec in self._specs)
+
+    # -- building -----------------------------------------------------------------
+
+    def add(
+        self,
+        stage: PipelineStage[Out, R],
+        *,
+        workers: int = 1,
+        name: str | None = None,
+        ordered: bool = True,
+        maxsize: int | None = None,
+        on_error: OnError = "raise",
+        retry: Retry | None = None,
+    ) -> Pipeline[In, R]:
+        """Add a class-based stage; return the pipeline, now ending in ``R``.
+
+        >>> from pipeline.stages import MultiplyStage
+        >>> Pipeline[int]().add(MultiplyStage(3), workers=2).run([1, 2]).outputs
+        [3, 6]
+        """
+        if not isinstance(stage, PipelineStage):
+            raise TypeError(f"'stage' must be a PipelineStage, not {type(stage).__name__}")
+        self._append(stage, workers, name, ordered, maxsize, on_error, retry)
+        return self  # type: ignore[return-value]
+
+    def map(
+        self,
+        fn: Callable[[Out], R],
+        *,
+        workers: int = 1,
+        name: str | None = None,
+        ordered: bool = True,
+        maxsize: int | None = None,
+        on_error: OnError = "raise",
+        retry: Retry | None = None,
+    ) -> Pipeline[In, R]:
+        """Add a stage that emits ``fn(item)`` for each item.
+
+        >>> Pipeline[int]().map(str).run([1, 2]).outputs
+        ['1', '2']
+        """
+        self._append(MapStage(fn), workers, name, ordered, maxsize, on_error, retry)
+        return self  # type: ignore[return-value]
+
+    def filter(
+        self,
+        predicate: Callable[[Out], object],
+        *,
+        workers: int = 1,
+        name: str | None = None,
+        ordered: bool = True,
+        maxsize: int | None = None,
+        on_error: OnError = "raise",
+        retry: Retry | None = None,
+    ) -> Pipeline[In, Out]:
+        """Add a stage that keeps the items for which ``predicate`` is true.
+
+        >>> Pipeline[int]().filter(lambda x: x > 1).run([1, 2, 3]).outputs
+        [2, 3]
+        """
+        stage = FilterStage(predicate, name=_function_name(predicate))
+        self._append(stage, workers, name, ordered, maxsize, on_error, retry)
+        return self
+
+    def flat_map(
+        self,
+        fn: Callable[[Out], Iterable[R]],
+        *,
+        workers: int = 1,
+        name: str | None = None,
+        ordered: bool = True,
+        maxsize: int | None = None,
+        on_error: OnError = "raise",
+        retry: Retry | None = None,
+    ) -> Pipeline[In, R]:
+        """Add a stage that emits every element of ``fn(item)`` (zero or more).
+
+        >>> Pipeline[str]().flat_map(str.split).run(["a b", "", "c"]).outputs
+        ['a', 'b', 'c']
+        """
+        self._append(FlatMapStage(fn), workers, name, ordered, maxsize, on_error, retry)
+        return self  # type: ignore[return-value]
+
+    def each(
+        self,
+        fn: Callable[[Out], object],
+        *,
+        workers: int = 1,
+        name: str | None = None,
+        ordered: bool = True,
+        maxsize: int | None = None,
+        on_error: OnError = "raise",
+        retry: Retry | None = None,
+    ) -> Pipeline[In, Out]:
+        """Add a stage that calls ``fn(item)`` and passes the item on unchanged.
+
+        >>> seen = []
+        >>> Pipeline[int]().each(seen.append).run([1, 2]).outputs, seen
+        ([1, 2], [1, 2])
+        """
+        self._append(EachStage(fn), workers, name, ordered, maxsize, on_error, retry)
+        return self
+
+    def batch(
+        self,
+        size: int,
+        max_wait: float | None = None,
+        *,
+        name: str | None = None,
+        maxsize: int | None = None,
+    ) -> Pipeline[In, list[Out]]:
+        """Add a stage that groups items into lists of ``size``.
+
+        A list is emitted when it holds ``size`` items, or ``max_wait`` seconds
+        after its first item arrived, whichever comes first; the last, partial
+        list is emitted at the end. Lists are never empty. One worker.
+
+        >>> Pipeline[int]().batch(2).run(range(5)).outputs
+        [[0, 1], [2, 3], [4]]
+        """
+        size = _check_int("size", size, 1)
+        max_wait = _check_seconds("max_wait", max_wait)
+        self._check_open()
+        stage = _BatchStage(name=name or "batch")
+        spec = StageSpec(
+            stage=stage,
+            name=self._unique(name or "batch"),
+            workers=1,
+            ordered=True,
+            maxsize=self._maxsize if maxsize is None else _check_int("maxsize", maxsize, 1),
+            on_error="raise",
+            retry=None,
+            kind=StageKind.BATCH,
+            batch_size=size,
+            max_wait=max_wait,
+        )
+        self._specs.append(spec)
+        return self  # type: ignore[return-value]
+
+    def _append(
+        self,
+        stage: PipelineStage[Any, Any],
+        workers: int,
+        name: str | None,
+        ordered: bool,
+        maxsize: int | None,
+        on_error: OnError,
+        retry: Retry | None,
+    ) -> None:
+        workers = _check_int("workers", workers, 1)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"'name' must be a str, not {type(name).__name__}")
+        if not isinstance(ordered, bool):
+            raise TypeError(f"'ordered' must be a bool, not {type(ordered).__name__}")
+        maxsize = self._maxsize if maxsize is None else _check_int("maxsize", maxsize, 1)
+        on_error = check_on_error(on_error)
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"'retry' must be a Retry or None, not {type(retry).__name__}")
+        self._check_open()
+        base = name or getattr(stage, "name", None) or type(stage).__name__
+        kind, _ = kind_of(stage)
+        self._specs.append(
+            StageSpec(
+                stage=stage,
+                name=self._unique(base),
+                workers=workers,
+                ordered=ordered,
+                maxsize=maxsize,
+                on_error=on_error,
+                retry=retry,
+                kind=kind,
+            )
+        )
+
+    def _unique(self, name: str) -> str:
+        taken = {spec.name for spec in self._specs}
+        if name not in taken:
+            return name
+        number = 2
+        while f"{name} #{number}" in taken:
+            number += 1
+        return f"{name} #{number}"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PipelineStateError("the pipeline is closed")
+        if self._frozen:
+            raise PipelineStateError("stages cannot be added once the pipeline has started")
+
+    # -- running ------------------------------------------------------------------
+
+    def _new_run(self, source: Iterable[In], timeout: float | None) -> tuple[_Run, Iterator[In]]:
+        if self._closed:
+            raise PipelineStateError("the pipeline is closed")
+        try:
+            iterator = iter(source)
+        except TypeError:
+            raise TypeError(f"'source' must be iterable, not {type(source).__name__}") from None
+        _check_seconds("timeout", timeout)
+        self._frozen = True
+        return _Run(tuple(self._specs), self._maxsize), iterator
+
+    def run(self, source: Iterable[In], *, timeout: float | None = None) -> RunResult[Out]:
+        """Feed ``source`` through the stages; return every output and the report.
+
+        Blocks until the source is exhausted and every item has gone through,
+        or until the run fails or is cancelled. Every thread of the run has
+        ended when it returns or raises.
+
+        >>> result = Pipeline[int]().map(lambda x: x + 1).run([1, 2, 3])
+        >>> result.outputs, result.report.status
+        ([2, 3, 4], 'completed')
+
+        Args:
+            source: any iterable; read by a thread of the run.
+            timeout: seconds the whole run may take.
+
+        Raises:
+            StageError: a stage, a hook or the source raised (fail-fast); the
+                original exception is its ``__cause__``.
+            PipelineTimeout: ``timeout`` elapsed.
+            PipelineCancelled: :meth:`cancel` was called.
+            KeyboardInterrupt: re-raised after the run was cancelled and joined.
+        """
+        run, iterator = self._new_run(source, timeout)
+        deadline = None if timeout is None else monotonic() + timeout
+        outputs: list[Out] = []
+        self._runs.add(run)
+        try:
+            try:
+                run.start(iterator)
+                for batch in run.outputs(deadline):
+                    outputs.extend(batch)
+                    run.delivered += len(batch)
+            except BaseException as exc:
+                run.cancel("interrupted", exc)
+                raise
+            finally:
+                run.join()
+        finally:
+            self._runs.discard(run)
+        report = run.report()
+        run.raise_for_outcome(report)
+        return RunResult(outputs, report)
+
+    def stream(self, source: Iterable[In], *, timeout: float | None = None) -> Stream[Out]:
+        """Yield outputs as they come, with memory bounded by the queue sizes.
+
+        Works with any iterable source, infinite generators included. See
+        :class:`Stream` for closing it early.
+
+        >>> from itertools import count
+        >>> with Pipeline[int]().filter(lambda x: x % 7 == 0).stream(count()) as s:
+        ...     [next(s) for _ in range(3)]
+        [0, 7, 14]
+
+        Raises:
+            StageError, PipelineTimeout, PipelineCancelled: as :meth:`run`,
+                from the ``next()`` call that reaches the failure.
+        """
+        run, iterator = self._new_run(source, timeout)
+        box = _ReportBox()
+        stream: Stream[Out] = Stream(self._iterate(run, iterator, timeout, box), box)
+        self._streams.add(stream)
+        return stream
+
+    def _iterate(
+        self,
+        run: _Run,
+        iterator: Iterator[In],
+        timeout: float | None,
+        box: _ReportBox,
+    ) -> Iterator[Out]:
+        deadline = None if timeout is None else monotonic() + timeout
+        self._runs.add(run)
+        try:
+            try:
+                run.start(iterator)
+                for batch in run.outputs(deadline):
+                    for item in batch:
+                        run.delivered += 1
+                        yield item
+            except GeneratorExit:
+                run.cancel("closed", PipelineCancelled("the stream was closed"))
+                raise
+            except BaseException as exc:
+                run.cancel("interrupted", exc)
+                raise
+            finally:
+                run.join()
+                box.report = run.report()
+        finally:
+            self._runs.discard(run)
+        run.raise_for_outcome(box.report)
+
+    def cancel(self) -> None:
+        """Cancel every run of this pipeline that is going on; safe from any thread.
+
+        The runs raise :class:`~pipeline.PipelineCancelled` (with the partial
+        report) in the threads that started them, once their threads ended.
+        """
+        for run in list(self._runs):
+            run.cancel("cancelled", PipelineCancelled())
+
+    def close(self) -> None:
+        """Cancel the runs going on, close open streams, refuse new runs.
+
+        Streams that this thread holds are closed (their threads joined)
+        before ``close`` returns; a run going on in another thread is
+        cancelled and joined by that thread.
+        """
+        self._closed = True
+        self.cancel()
+        for stream in list(self._streams):
+            try:
+                stream.close()
+            except ValueError:
+                pass  # being iterated by another thread, which joins it
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _BatchStage(PipelineStage[Any, list[Any]]):
+    """Placeholder stage for ``Pipeline.batch``; the worker loop does the grouping."""
+
+    def process(self, item: Any) -> list[Any]:
+        return [item]
+
+
+def _function_name(fn: object) -> str | None:
+    return getattr(fn, "__name__", None)

@@ -1,0 +1,677 @@
+"""SafeQueue: a bounded, thread-safe FIFO built on one lock and its conditions.
+
+This is the only module of the library that owns a lock. Everything else
+synchronises by putting into and getting from a :class:`SafeQueue`.
+
+Compared with ``queue.Queue`` it adds what pipelines need: producer handles
+whose last close ends the stream, batch ``put_many`` / ``get_many``, and cheap
+always-on statistics. The single-item methods keep ``queue.Queue``'s exact
+semantics (CPython 3.13's, ``shutdown()`` included) on every supported Python.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from queue import Empty, Full  # the standard library's own, so `except queue.Empty` works
+from time import monotonic
+from typing import Any, Generic, TypeVar
+
+from ._exceptions import ProducerError, ShutDown
+
+__all__ = ["Empty", "Full", "Producer", "QueueStats", "SafeQueue"]
+
+T = TypeVar("T")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
+def _check_max_items(max_items: int) -> None:
+    if isinstance(max_items, bool) or not isinstance(max_items, int):
+        raise TypeError(f"'max_items' must be an int, not {type(max_items).__name__}")
+    if max_items < 1:
+        raise ValueError(f"'max_items' must be at least 1, got {max_items}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A consistent snapshot of a :class:`SafeQueue`, taken under its lock.
+
+    >>> q = SafeQueue[int](maxsize=4)
+    >>> q.put_many([1, 2, 3])
+    ... _ = q.get()
+    >>> s = q.stats()
+    >>> (s.size, s.maxsize, s.peak_size, s.puts, s.gets)
+    (2, 4, 3, 3, 1)
+
+    Attributes:
+        size: items in the queue now.
+        maxsize: the bound (``0`` or less means unbounded).
+        peak_size: the largest ``size`` ever reached.
+        puts: items ever put (``put_many`` counts each item).
+        gets: items ever taken (``get_many`` counts each item).
+        discarded: items dropped by ``shutdown(immediate=True)``.
+        producers: producer handles open now.
+        putters_waiting: threads blocked in a put right now.
+        getters_waiting: threads blocked in a get right now.
+        put_blocked_seconds: total seconds producers spent blocked on a full
+            queue (waits that have ended).
+        get_blocked_seconds: total seconds consumers spent blocked on an empty
+            queue (waits that have ended).
+        is_shutdown: whether ``shutdown()`` was called (or the last producer closed).
+    """
+
+    size: int
+    maxsize: int
+    peak_size: int
+    puts: int
+    gets: int
+    discarded: int
+    producers: int
+    putters_waiting: int
+    getters_waiting: int
+    put_blocked_seconds: float
+    get_blocked_seconds: float
+    is_shutdown: bool
+
+
+class SafeQueue(Generic[T]):
+    """A bounded FIFO queue for threads: a drop-in for ``queue.Queue``.
+
+    >>> q = SafeQueue[str](maxsize=2)
+    >>> q.put("a")
+    ... q.put("b")
+    >>> q.full()
+    True
+    >>> q.get(), q.get()
+    ('a', 'b')
+
+    End of stream is counted, not guessed: every producer takes a handle and
+    the queue shuts down when the last one closes. Consumers, however many,
+    drain what is left and then stop:
+
+    >>> q = SafeQueue[int]()
+    >>> with q.producer() as p:
+    ...     p.put_many(range(3))
+    >>> list(q)
+    [0, 1, 2]
+
+    ``maxsize <= 0`` means unbounded. ``put``/``get`` raise the standard
+    library's ``queue.Full`` / ``queue.Empty`` and :class:`~pipeline.ShutDown`
+    exactly as ``queue.Queue`` does on Python 3.13. Subclasses may override
+    ``_init``, ``_qsize``, ``_put`` and ``_get`` as with ``queue.Queue``; they
+    are called with the lock held.
+
+    Cost: one lock acquisition per call. Statistics are plain integer updates
+    under that lock, and waiting threads are counted, so a call with nobody
+    waiting on the other side does not touch the condition variables at all.
+    """
+
+    # Not slotted: the standard library's attribute names (mutex, not_empty,
+    # queue, ...) are part of the drop-in contract and code reads them.
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"'maxsize' must be an int, not {type(maxsize).__name__}")
+        self.maxsize = maxsize
+        self._init(maxsize)
+
+        # `mutex` is held whenever the queue or any statistic changes, and every
+        # field below is read and written only under it: nothing here relies on
+        # the GIL, so the queue is correct on free-threaded builds too. The
+        # conditions share it:
+        self.mutex = threading.Lock()
+        # not_empty: an item was added (or the queue shut down); getters wait.
+        self.not_empty = threading.Condition(self.mutex)
+        # not_full: an item was removed (or the queue shut down); putters wait.
+        self.not_full = threading.Condition(self.mutex)
+        # all_tasks_done: unfinished_tasks reached zero; join() waits.
+        self.all_tasks_done = threading.Condition(self.mutex)
+        # turn_taken: an ordered hand-off advanced (see _put_many_in_turn).
+        self._turn_taken = threading.Condition(self.mutex)
+        self.unfinished_tasks = 0
+        self.is_shutdown = False
+
+        # Waiting threads are counted so that put/get notify only when someone
+        # waits: Condition.notify() with no waiter is the costliest part of a
+        # queue.Queue operation.
+        self._putters_waiting = 0
+        self._getters_waiting = 0
+        self._producers = 0
+        self._peak = 0
+        self._puts = 0
+        self._gets = 0
+        self._discarded = 0
+        self._put_blocked = 0.0
+        self._get_blocked = 0.0
+        # Ordered hand-off: tickets numbered by _get_many_ticketed on this
+        # queue, turns consumed by _put_many_in_turn on the downstream queue.
+        self._tickets = 0
+        self._turn = 0
+        self._parked: dict[int, list[T]] = {}
+        cls = type(self)
+        self._plain_deque = (
+            cls._init is SafeQueue._init
+            and cls._put is SafeQueue._put
+            and cls._get is SafeQueue._get
+            and cls._qsize is SafeQueue._qsize
+        )
+
+    def __repr__(self) -> str:
+        with self.mutex:
+            size = self._qsize()
+            state = " shutdown" if self.is_shutdown else ""
+        return f"<{type(self).__name__} size={size} maxsize={self.maxsize}{state}>"
+
+    # -- the queue.Queue interface ----------------------------------------------
+
+    def task_done(self) -> None:
+        """Mark one formerly gotten item as processed, for :meth:`join`.
+
+        Raises:
+            ValueError: called more times than items were put.
+        """
+        with self.mutex:
+            unfinished = self.unfinished_tasks - 1
+            if unfinished <= 0:
+                if unfinished < 0:
+                    raise ValueError("task_done() called too many times")
+                self.all_tasks_done.notify_all()
+            self.unfinished_tasks = unfinished
+
+    def join(self) -> None:
+        """Block until every item put has been marked with :meth:`task_done`.
+
+        ``shutdown(immediate=True)`` marks the items it discards as done.
+        """
+        with self.mutex:
+            while self.unfinished_tasks:
+                self.all_tasks_done.wait()
+
+    def qsize(self) -> int:
+        """Return the number of items in the queue (stale as soon as it returns)."""
+        with self.mutex:
+            return self._qsize()
+
+    def empty(self) -> bool:
+        """Return whether the queue is empty (stale as soon as it returns)."""
+        with self.mutex:
+            return not self._qsize()
+
+    def full(self) -> bool:
+        """Return whether the queue is full (stale as soon as it returns)."""
+        with self.mutex:
+            return 0 < self.maxsize <= self._qsize()
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``item`` at the back of the queue.
+
+        With ``block`` true and ``timeout`` None, wait as long as it takes for
+        a free slot; with a non-negative ``timeout``, wait at most that long and
+        raise ``queue.Full``. With ``block`` false, raise ``queue.Full`` at once
+        if there is no room (``timeout`` is then ignored).
+
+        >>> q = SafeQueue[int](maxsize=1)
+        >>> q.put(1)
+        >>> q.put(2, timeout=0.01)
+        Traceback (most recent call last):
+        ...
+        _queue.Full
+
+        Raises:
+            ShutDown: the queue was shut down (checked first, and again after
+                every wait).
+            queue.Full: no room in time.
+            ValueError: a negative ``timeout`` on a bounded queue, as in
+                ``queue.Queue``.
+        """
+        with self.mutex:
+            if self.is_shutdown:
+                raise ShutDown
+            maxsize = self.maxsize
+            if maxsize > 0:
+                if not block:
+                    if self._qsize() >= maxsize:
+                        raise Full
+                elif timeout is not None and timeout < 0:
+                    raise ValueError("'timeout' must be a non-negative number")
+                elif self._qsize() >= maxsize:
+                    self._wait_for_room(1, None if timeout is None else monotonic() + timeout)
+            self._put(item)
+            self.unfinished_tasks += 1
+            self._puts += 1
+            size = self._qsize()
+            self._peak = max(self._peak, size)
+            if self._getters_waiting:
+                self.not_empty.notify()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """Remove and return the item at the front of the queue.
+
+        With ``block`` true and ``timeout`` None, wait as long as it takes for
+        an item; with a non-negative ``timeout``, wait at most that long and
+        raise ``queue.Empty``. With ``block`` false, raise ``queue.Empty`` at
+        once if there is no item.
+
+        >>> q = SafeQueue[int]()
+        >>> q.get(timeout=0.01)
+        Traceback (most recent call last):
+        ...
+        _queue.Empty
+
+        Raises:
+            ShutDown: the queue was shut down and is empty (after a graceful
+                shutdown the remaining items are returned first).
+            queue.Empty: no item in time.
+            ValueError: a blocking call with a negative ``timeout``.
+        """
+        with self.mutex:
+            if not self._qsize():
+                if self.is_shutdown:
+                    raise ShutDown
+                if not block:
+                    raise Empty
+                _check_timeout(timeout)
+                self._wait_for_items(None if timeout is None else monotonic() + timeout)
+            elif block:
+                _check_timeout(timeout)
+            item = self._get()
+            self._gets += 1
+            if self._putters_waiting:
+                self.not_full.notify()
+            return item
+
+    def put_nowait(self, item: T) -> None:
+        """Put ``item`` only if a slot is free now; else raise ``queue.Full``."""
+        self.put(item, block=False)
+
+    def get_nowait(self) -> T:
+        """Return an item only if one is there now; else raise ``queue.Empty``."""
+        return self.get(block=False)
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Shut the queue down; puts raise :class:`~pipeline.ShutDown` from now on.
+
+        Graceful (the default): gets return the remaining items, then raise
+        ``ShutDown``. Immediate: the remaining items are discarded (counted in
+        ``stats().discarded`` and marked done for :meth:`join`), and gets raise
+        at once. Either way every blocked ``put``/``get`` wakes up. Calling it
+        again is harmless; a later immediate call still discards.
+
+        >>> q = SafeQueue[int]()
+        >>> q.put(1)
+        ... q.shutdown()
+        >>> q.get()
+        1
+        >>> q.get()
+        Traceback (most recent call last):
+        ...
+        pipeline...ShutDown
+        """
+        with self.mutex:
+            self._shutdown_locked(immediate=immediate)
+
+    # -- pipeline additions ------------------------------------------------------
+
+    def put_many(self, items: Iterable[T], timeout: float | None = None) -> None:
+        """Put every item of ``items``, in order, as room appears.
+
+        More items than there is room for are put as consumers make room, so a
+        ``put_many`` larger than ``maxsize`` works and keeps its order (other
+        producers' items may interleave). ``timeout`` bounds the whole call.
+
+        >>> q = SafeQueue[int]()
+        >>> q.put_many([1, 2, 3])
+        >>> q.get_many(10)
+        [1, 2, 3]
+
+        Raises:
+            ShutDown: the queue was or became shut down; the items before the
+                one that could not be put are in the queue.
+            queue.Full: ``timeout`` elapsed; likewise the earlier items are in.
+            ValueError: a negative ``timeout``.
+        """
+        _check_timeout(timeout)
+        pending = items if isinstance(items, list | tuple) else list(items)
+        with self.mutex:
+            self._put_many_locked(pending, None if timeout is None else monotonic() + timeout)
+
+    def get_many(self, max_items: int, timeout: float | None = None) -> list[T]:
+        """Wait for at least one item, then return all there are, up to ``max_items``.
+
+        The items are taken in one lock acquisition, so a consumer that fell
+        behind catches up in one call instead of ``max_items`` calls. Nothing
+        waits for a batch to fill: a lone item is returned at once.
+
+        >>> q = SafeQueue[int]()
+        >>> q.put_many(range(5))
+        >>> q.get_many(3), q.get_many(3)
+        ([0, 1, 2], [3, 4])
+
+        Args:
+            max_items: the most items to return (at least 1).
+            timeout: seconds to wait for the first item; ``None`` waits as long
+                as it takes, ``0`` does not wait.
+
+        Raises:
+            ShutDown: the queue was shut down and is empty.
+            queue.Empty: no item within ``timeout``.
+            TypeError: ``max_items`` is not an int.
+            ValueError: ``max_items < 1`` or a negative ``timeout``.
+        """
+        _check_max_items(max_items)
+        _check_timeout(timeout)
+        with self.mutex:
+            if not self._qsize():
+                if self.is_shutdown:
+                    raise ShutDown
+                self._wait_for_items(None if timeout is None else monotonic() + timeout)
+            return self._take_locked(max_items)
+
+    def producer(self) -> Producer[T]:
+        """Register a producer and return its handle.
+
+        The queue shuts down gracefully when the last open handle closes, so
+        every consumer sees end of stream exactly once, after the last item,
+        whatever the number of producers and consumers. Take every handle
+        before starting the producers: a fast producer that closes before the
+        others registered would end the stream early.
+
+        >>> q = SafeQueue[int]()
+        >>> a, b = q.producer(), q.producer()
+        >>> a.put(1)
+        ... a.close()
+        >>> q.is_shutdown
+        False
+        >>> b.close()
+        ... q.is_shutdown
+        True
+
+        Raises:
+            ProducerError: the queue is already shut down.
+        """
+        with self.mutex:
+            if self.is_shutdown:
+                raise ProducerError("cannot register a producer on a queue that is shut down")
+            self._producers += 1
+        return Producer(self)
+
+    def stats(self) -> QueueStats:
+        """Return a :class:`QueueStats` snapshot, consistent as of one instant."""
+        with self.mutex:
+            return QueueStats(
+                size=self._qsize(),
+                maxsize=self.maxsize,
+                peak_size=self._peak,
+                puts=self._puts,
+                gets=self._gets,
+                discarded=self._discarded,
+                producers=self._producers,
+                putters_waiting=self._putters_waiting,
+                getters_waiting=self._getters_waiting,
+                put_blocked_seconds=self._put_blocked,
+                get_blocked_seconds=self._get_blocked,
+                is_shutdown=self.is_shutdown,
+            )
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield items until the queue is shut down and drained.
+
+        >>> q = SafeQueue[int]()
+        >>> q.put_many([1, 2])
+        ... q.shutdown()
+        >>> [x for x in q]
+        [1, 2]
+        """
+        while True:
+            try:
+                yield self.get()
+            except ShutDown:
+                return
+
+    # -- the ordered hand-off used by multi-worker ordered stages ---------------
+    # A worker takes a numbered batch from its input queue (a ticket) and, when
+    # done, hands its outputs to the downstream queue with that ticket. The
+    # downstream queue puts batches in ticket order: a batch that is early is
+    # parked, and whoever puts the batch whose turn it is puts the parked
+    # successors too. A worker whose ticket is `window` or more ahead of the
+    # turn waits, so a slow head batch applies backpressure instead of growing
+    # the parking area without bound.
+
+    def _get_many_ticketed(self, max_items: int) -> tuple[int, list[T]]:
+        with self.mutex:
+            if not self._qsize():
+                if self.is_shutdown:
+                    raise ShutDown
+                self._wait_for_items(None)
+            ticket = self._tickets
+            self._tickets = ticket + 1
+            return ticket, self._take_locked(max_items)
+
+    def _put_many_in_turn(self, ticket: int, items: list[T], window: int) -> None:
+        with self.mutex:
+            while ticket - self._turn >= window:
+                if self.is_shutdown:
+                    raise ShutDown
+                self._turn_taken.wait()
+            if ticket != self._turn:
+                self._parked[ticket] = items
+                return
+            batch: list[T] | None = items
+            while batch is not None:
+                if batch:
+                    self._put_many_locked(batch, None)
+                self._turn += 1
+                self._turn_taken.notify_all()
+                batch = self._parked.pop(self._turn, None)
+
+    # -- internals: called with the mutex held ----------------------------------
+
+    def _take_locked(self, max_items: int) -> list[T]:
+        n = min(max_items, self._qsize())
+        if self._plain_deque:
+            items = self.queue
+            if n == len(items):
+                taken = list(items)
+                items.clear()
+            else:
+                popleft = items.popleft
+                taken = [popleft() for _ in range(n)]
+        else:
+            taken = [self._get() for _ in range(n)]
+        self._gets += n
+        if self._putters_waiting:
+            self.not_full.notify(n)
+        return taken
+
+    def _put_many_locked(self, items: list[T] | tuple[T, ...], deadline: float | None) -> None:
+        if self.is_shutdown:
+            raise ShutDown
+        total = len(items)
+        done = 0
+        maxsize = self.maxsize
+        while done < total:
+            room = total - done if maxsize <= 0 else maxsize - self._qsize()
+            if room <= 0:
+                self._wait_for_room(1, deadline)
+                continue
+            chunk = items[done : done + room]
+            if self._plain_deque:
+                self.queue.extend(chunk)
+            else:
+                for item in chunk:
+                    self._put(item)
+            n = len(chunk)
+            done += n
+            self.unfinished_tasks += n
+            self._puts += n
+            size = self._qsize()
+            self._peak = max(self._peak, size)
+            if self._getters_waiting:
+                self.not_empty.notify(n)
+
+    def _wait_for_room(self, needed: int, deadline: float | None) -> None:
+        # Wait until `needed` slots are free; raise Full at the deadline and
+        # ShutDown if the queue shuts down meanwhile.
+        limit = self.maxsize - needed
+        self._putters_waiting += 1
+        started = monotonic()
+        try:
+            while self._qsize() > limit:
+                if deadline is None:
+                    self.not_full.wait()
+                else:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0.0:
+                        raise Full
+                    self.not_full.wait(remaining)
+                if self.is_shutdown:
+                    raise ShutDown
+        except BaseException:
+            # A notified waiter that leaves without using its wake-up (timeout,
+            # shutdown, KeyboardInterrupt) passes it on, so no room is left
+            # unclaimed while another putter sleeps.
+            if self._putters_waiting > 1 and self._qsize() <= limit:
+                self.not_full.notify()
+            raise
+        finally:
+            self._putters_waiting -= 1
+            self._put_blocked += monotonic() - started
+
+    def _wait_for_items(self, deadline: float | None) -> None:
+        # Wait until an item is available; raise Empty at the deadline and
+        # ShutDown if the queue is shut down and empty.
+        self._getters_waiting += 1
+        started = monotonic()
+        try:
+            while not self._qsize():
+                if deadline is None:
+                    self.not_empty.wait()
+                else:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0.0:
+                        raise Empty
+                    self.not_empty.wait(remaining)
+                if self.is_shutdown and not self._qsize():
+                    raise ShutDown
+        except BaseException:
+            if self._getters_waiting > 1 and self._qsize():
+                self.not_empty.notify()
+            raise
+        finally:
+            self._getters_waiting -= 1
+            self._get_blocked += monotonic() - started
+
+    def _shutdown_locked(self, *, immediate: bool) -> None:
+        self.is_shutdown = True
+        if immediate:
+            while self._qsize():
+                self._get()
+                self._discarded += 1
+                if self.unfinished_tasks > 0:
+                    self.unfinished_tasks -= 1
+            self.all_tasks_done.notify_all()
+        self.not_empty.notify_all()
+        self.not_full.notify_all()
+        self._turn_taken.notify_all()
+
+    def _release_producer(self, handle: Producer[T]) -> None:
+        with self.mutex:
+            if handle._closed:
+                return
+            handle._closed = True
+            self._producers -= 1
+            if self._producers == 0 and not self.is_shutdown:
+                self._shutdown_locked(immediate=False)
+
+    # Override these to implement other queue organisations, as with queue.Queue.
+    # They are only called with the mutex held.
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: Any = deque()
+
+    def _qsize(self) -> int:
+        return len(self.queue)
+
+    def _put(self, item: T) -> None:
+        self.queue.append(item)
+
+    def _get(self) -> T:
+        item: T = self.queue.popleft()
+        return item
+
+
+class Producer(Generic[T]):
+    """One producer's handle on a :class:`SafeQueue`; made by :meth:`SafeQueue.producer`.
+
+    Closing the last open handle shuts the queue down gracefully, which is the
+    end-of-stream signal consumers see. ``close()`` is idempotent, so a handle
+    can never be counted twice: closing "more producers than registered" is
+    impossible by construction. Use it as a context manager so it closes on
+    every path.
+
+    >>> q = SafeQueue[str]()
+    >>> with q.producer() as p:
+    ...     p.put("x")
+    >>> p.closed, q.is_shutdown
+    (True, True)
+    >>> p.put("y")
+    Traceback (most recent call last):
+    ...
+    pipeline...ProducerError: put through a closed producer handle
+    """
+
+    __slots__ = ("_closed", "_queue")
+
+    def __init__(self, queue: SafeQueue[T]) -> None:
+        self._queue = queue
+        self._closed = False
+
+    @property
+    def queue(self) -> SafeQueue[T]:
+        """The queue this handle feeds."""
+        return self._queue
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        """Put one item, as :meth:`SafeQueue.put`.
+
+        Raises:
+            ProducerError: the handle is closed.
+        """
+        if self._closed:
+            raise ProducerError("put through a closed producer handle")
+        self._queue.put(item, block, timeout)
+
+    def put_many(self, items: Iterable[T], timeout: float | None = None) -> None:
+        """Put several items, as :meth:`SafeQueue.put_many`.
+
+        Raises:
+            ProducerError: the handle is closed.
+        """
+        if self._closed:
+            raise ProducerError("put through a closed producer handle")
+        self._queue.put_many(items, timeout)
+
+    def close(self) -> None:
+        """Close this handle; the last one to close shuts the queue down. Idempotent."""
+        self._queue._release_producer(self)
+
+    def __enter__(self) -> Producer[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Producer {state} on {self._queue!r}>"

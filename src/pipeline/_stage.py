@@ -1,0 +1,460 @@
+"""PipelineStage, and the worker loop that feeds it. This module starts no thread.
+
+The worker loop (:func:`run_worker`) is kept apart from the code that calls
+``process()`` (:class:`BatchRunner`): the loop moves batches between queues
+and keeps the books; the runner decides how one batch is processed. A later
+executor (process pool, Dask) replaces where the batch runs, not the loop.
+
+Smart batching: a worker takes everything available from its input queue, up
+to a cap, in one lock acquisition, processes the batch, and hands the outputs
+on with one ``put_many``. Nothing waits for a batch to fill. The cap adapts to
+the measured cost per item so that one batch takes about
+:data:`BATCH_TARGET_SECONDS`: trivial stages move up to :data:`MAX_BATCH`
+items per queue operation, slow stages one item at a time, which keeps the
+work spread over all workers of a stage.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from itertools import compress
+from time import monotonic, perf_counter
+from typing import Any, Generic, Protocol
+
+from typing_extensions import TypeVar
+
+from ._exceptions import ShutDown, StageError
+from ._policy import OnError, Retry
+from ._report import DeadLetter, StageRecorder
+from ._safequeue import Empty, Producer, SafeQueue
+
+__all__ = [
+    "BATCH_TARGET_SECONDS",
+    "MAX_BATCH",
+    "BatchRunner",
+    "PipelineStage",
+    "StageKind",
+    "StageSpec",
+    "Supervisor",
+    "kind_of",
+    "next_batch_cap",
+    "run_worker",
+]
+
+In = TypeVar("In", default=Any)
+Out = TypeVar("Out", default=In)
+
+MAX_BATCH = 1024
+"""The most items a worker takes from its input queue at once."""
+
+BATCH_TARGET_SECONDS = 0.002
+"""The processing time per batch the adaptive cap aims for."""
+
+
+class PipelineStage(ABC, Generic[In, Out]):
+    """A step of a pipeline: ``process()`` runs in the stage's own worker threads.
+
+    Implement :meth:`process`. Return a value to emit one output; write it as a
+    generator (``yield``) to emit zero, one or many outputs per item. ``None``
+    is ordinary data. ``PipelineStage[int]`` maps int to int;
+    ``PipelineStage[Path, bytes]`` maps paths to bytes.
+
+    >>> from pipeline import Pipeline
+    >>> class Square(PipelineStage[int]):
+    ...     def process(self, item: int) -> int:
+    ...         return item * item
+    >>> class Digits(PipelineStage[int, str]):
+    ...     def process(self, item: int) -> Iterator[str]:
+    ...         yield from str(item)
+    >>> Pipeline[int]().add(Square()).add(Digits()).run([3, 4]).outputs
+    ['9', '1', '6']
+
+    Each worker thread calls :meth:`on_start` before its first item and
+    :meth:`on_stop` after its last, to open and close per-worker resources.
+    With ``workers > 1`` every worker gets its own shallow copy of the stage
+    (the first worker uses the object itself): attributes that ``on_start``
+    assigns are per worker, while objects created in ``__init__`` (a list, a
+    lock) are shared by all workers, and shared mutable state needs a lock.
+
+    Args:
+        name: the stage's name in logs, thread names and the report; defaults
+            to the class name.
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"'name' must be a str, not {type(name).__name__}")
+        self.name = name or type(self).__name__
+
+    @abstractmethod
+    def process(self, item: In) -> Out | Iterator[Out]:
+        """Turn one input item into an output (return) or into outputs (yield).
+
+        Called in one of the stage's worker threads, one item at a time per
+        worker. An exception applies the stage's error policy.
+        """
+
+    def on_start(self) -> None:
+        """Prepare a worker; called in each worker thread before its first item.
+
+        An exception here fails the pipeline (hooks are not items, so the
+        ``on_error`` policy does not apply).
+        """
+
+    def on_stop(self) -> None:
+        """Clean up a worker; called in each worker thread after its last item.
+
+        Runs on every path once :meth:`on_start` returned: normal end, error and
+        cancellation. An exception here fails the pipeline unless it already
+        failed.
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'name', '?')!r}>"
+
+
+class StageKind(Enum):
+    """How a stage's callable maps an item to outputs."""
+
+    ONE = "one"  # returns one output
+    MANY = "many"  # returns an iterable of outputs
+    FILTER = "filter"  # returns a truth value; the item passes or not
+    BATCH = "batch"  # collects items into lists
+
+
+def kind_of(stage: PipelineStage[Any, Any]) -> tuple[StageKind, Callable[[Any], Any]]:
+    """Return how to call ``stage``: its kind and the callable to apply per item.
+
+    Stages may offer a faster equivalent of ``process`` through
+    ``_fast_path()``; the built-in function adapters do.
+    """
+    fast = getattr(stage, "_fast_path", None)
+    if fast is not None:
+        found: tuple[StageKind, Callable[[Any], Any]] | None = fast()
+        if found is not None:
+            return found
+    process = type(stage).process
+    if inspect.isgeneratorfunction(process):
+        return StageKind.MANY, stage.process
+    return StageKind.ONE, stage.process
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """A stage as added to a pipeline, with its options, validated."""
+
+    stage: PipelineStage[Any, Any]
+    name: str
+    workers: int
+    ordered: bool
+    maxsize: int
+    on_error: OnError
+    retry: Retry | None
+    kind: StageKind
+    batch_size: int = 0
+    max_wait: float | None = None
+
+
+class Supervisor(Protocol):
+    """What a worker needs from the run that owns it."""
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the run is being torn down."""
+
+    def fail(self, error: StageError) -> None:
+        """Report an error that must stop the run (first one wins)."""
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; return False if cancelled meanwhile."""
+
+
+class _Abort(Exception):  # noqa: N818 (internal control flow)
+    """The worker must stop: fail-fast error reported, or run cancelled."""
+
+
+class _Skipped(Exception):  # noqa: N818 (internal control flow)
+    """The item became a dead letter."""
+
+
+def _stop_iteration_error() -> RuntimeError:
+    # map() takes a StopIteration from the callable for the end of its input;
+    # without this check the rest of the batch would vanish silently.
+    return RuntimeError("process() raised StopIteration")
+
+
+class BatchRunner:
+    """Process one batch with the stage's error policy; record what happened.
+
+    One per worker. ``__call__`` returns the outputs of the batch in input
+    order. Fail-fast errors are reported to the supervisor and end the worker
+    with ``_Abort``, after the part of the batch done so far was recorded.
+    """
+
+    __slots__ = ("_attempt", "call", "kind", "last_seconds", "name", "on_error", "recorder",
+                 "retry", "supervisor")  # fmt: skip
+
+    def __init__(
+        self,
+        spec: StageSpec,
+        stage: PipelineStage[Any, Any],
+        recorder: StageRecorder,
+        supervisor: Supervisor,
+    ) -> None:
+        kind, call = kind_of(stage)
+        self.name = spec.name
+        self.kind = kind
+        self.call = call
+        self.retry = spec.retry
+        self.on_error = spec.on_error
+        self.recorder = recorder
+        self.supervisor = supervisor
+        self.last_seconds = 0.0
+        # A retried MANY item is materialised, so a failure halfway through its
+        # outputs emits none of them.
+        self._attempt: Callable[[Any], Any] = (
+            (lambda item: list(call(item))) if spec.kind is StageKind.MANY else call
+        )
+
+    def __call__(self, batch: list[Any]) -> list[Any]:
+        """Return the outputs of ``batch``."""
+        started = perf_counter()
+        if self.kind is StageKind.ONE:
+            out = self._one(batch, started)
+        elif self.kind is StageKind.FILTER:
+            out = self._filter(batch, started)
+        else:
+            out = self._many(batch, started)
+        return out
+
+    def _done(self, completed: int, emitted: int, dropped: int, started: float) -> None:
+        seconds = perf_counter() - started
+        self.last_seconds = seconds
+        self.recorder.batch_done(completed, emitted, dropped, seconds)
+
+    def _one(self, batch: list[Any], started: float) -> list[Any]:
+        out: list[Any] = []
+        call = self.call
+        start = failed = 0
+        while True:
+            mark = len(out)
+            rest = batch[start:] if start else batch
+            try:
+                # list.extend keeps what map produced before an exception, so
+                # the failing item is at index start + (len(out) - mark).
+                out.extend(map(call, rest))
+                if len(out) - mark == len(rest):
+                    break
+                raise _stop_iteration_error()
+            except Exception as exc:  # noqa: BLE001 (the error policy decides)
+                index = start + len(out) - mark
+                try:
+                    out.append(self._recover(batch[index], exc))
+                except _Skipped:
+                    failed += 1
+                except _Abort:
+                    self._done(index - failed, len(out), 0, started)
+                    raise
+                start = index + 1
+                if start == len(batch):
+                    break
+        self._done(len(batch) - failed, len(out), 0, started)
+        return out
+
+    def _filter(self, batch: list[Any], started: float) -> list[Any]:
+        keep: list[Any] = []
+        call = self.call
+        start = failed = 0
+        while True:
+            mark = len(keep)
+            rest = batch[start:] if start else batch
+            try:
+                keep.extend(map(call, rest))
+                if len(keep) - mark == len(rest):
+                    break
+                raise _stop_iteration_error()
+            except Exception as exc:  # noqa: BLE001 (the error policy decides)
+                index = start + len(keep) - mark
+                try:
+                    keep.append(self._recover(batch[index], exc))
+                except _Skipped:
+                    failed += 1
+                    keep.append(False)
+                except _Abort:
+                    passed = sum(1 for flag in keep if flag)
+                    self._done(index - failed, passed, index - failed - passed, started)
+                    raise
+                start = index + 1
+                if start == len(batch):
+                    break
+        out = list(compress(batch, keep))
+        completed = len(batch) - failed
+        self._done(completed, len(out), completed - len(out), started)
+        return out
+
+    def _many(self, batch: list[Any], started: float) -> list[Any]:
+        out: list[Any] = []
+        call = self.call
+        failed = dropped = 0
+        for index, item in enumerate(batch):
+            mark = len(out)
+            try:
+                out.extend(call(item))
+            except Exception as exc:  # noqa: BLE001 (the error policy decides)
+                del out[mark:]
+                try:
+                    out.extend(self._recover(item, exc))
+                except _Skipped:
+                    failed += 1
+                    continue
+                except _Abort:
+                    self._done(index - failed, len(out), dropped, started)
+                    raise
+            if len(out) == mark:
+                dropped += 1
+        self._done(len(batch) - failed, len(out), dropped, started)
+        return out
+
+    def _recover(self, item: Any, exc: Exception) -> Any:
+        # Retry per policy; return the successful result, or record a dead
+        # letter and raise _Skipped, or report the error and raise _Abort.
+        attempts = 1
+        retry = self.retry
+        while retry is not None and attempts < retry.attempts and retry.retries(exc):
+            self.recorder.retrying(item, exc, attempts)
+            if not self.supervisor.pause(retry.delay(attempts)):
+                raise _Abort
+            attempts += 1
+            try:
+                return self._attempt(item)
+            except Exception as again:  # noqa: BLE001 (the error policy decides)
+                exc = again
+        if self.on_error == "skip":
+            self.recorder.gave_up(DeadLetter(self.name, item, exc, attempts))
+            raise _Skipped
+        self.supervisor.fail(StageError(self.name, exc, item=item, has_item=True))
+        raise _Abort
+
+
+def next_batch_cap(seconds: float, count: int) -> int:
+    """Size the next batch so that it takes about BATCH_TARGET_SECONDS."""
+    if seconds <= 0.0:
+        return MAX_BATCH
+    return max(1, min(MAX_BATCH, int(BATCH_TARGET_SECONDS * count / seconds)))
+
+
+def run_worker(
+    spec: StageSpec,
+    stage: PipelineStage[Any, Any],
+    inbox: SafeQueue[Any],
+    outbox: Producer[Any],
+    supervisor: Supervisor,
+    recorder: StageRecorder,
+) -> None:
+    """Run one worker of a stage until its input ends or the run is cancelled.
+
+    Calls the hooks, moves batches from ``inbox`` through the stage into
+    ``outbox``, and always closes ``outbox`` (the last worker to close it ends
+    the downstream stream). Errors go to ``supervisor.fail``; nothing escapes.
+    """
+    try:
+        try:
+            stage.on_start()
+        except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
+            supervisor.fail(StageError(spec.name, exc, where="on_start"))
+            return
+        try:
+            if spec.kind is StageKind.BATCH:
+                _batch_loop(spec, inbox, outbox, supervisor, recorder)
+            else:
+                _item_loop(spec, stage, inbox, outbox, supervisor, recorder)
+        except _Abort:
+            pass
+        except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
+            supervisor.fail(StageError(spec.name, exc, where="process"))
+        finally:
+            try:
+                stage.on_stop()
+            except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
+                supervisor.fail(StageError(spec.name, exc, where="on_stop"))
+    finally:
+        outbox.close()
+
+
+def _item_loop(
+    spec: StageSpec,
+    stage: PipelineStage[Any, Any],
+    inbox: SafeQueue[Any],
+    outbox: Producer[Any],
+    supervisor: Supervisor,
+    recorder: StageRecorder,
+) -> None:
+    runner = BatchRunner(spec, stage, recorder, supervisor)
+    downstream = outbox.queue
+    in_turn = spec.ordered and spec.workers > 1
+    # Up to this many finished batches may wait for an earlier one to be
+    # handed on; then the worker itself waits. Bounded reorder window.
+    window = 2 * spec.workers
+    cap = 1
+    ticket = 0
+    try:
+        while not supervisor.cancelled:
+            if in_turn:
+                ticket, batch = inbox._get_many_ticketed(cap)
+            else:
+                batch = inbox.get_many(cap)
+            recorder.batch_taken(len(batch))
+            out = runner(batch)
+            cap = next_batch_cap(runner.last_seconds, len(batch))
+            if in_turn:
+                downstream._put_many_in_turn(ticket, out, window)
+            elif out:
+                outbox.put_many(out)
+    except ShutDown:
+        return
+
+
+def _batch_loop(
+    spec: StageSpec,
+    inbox: SafeQueue[Any],
+    outbox: Producer[Any],
+    supervisor: Supervisor,
+    recorder: StageRecorder,
+) -> None:
+    size = spec.batch_size
+    max_wait = spec.max_wait
+    buffer: list[Any] = []
+    deadline = 0.0
+
+    def emit() -> None:
+        nonlocal buffer
+        batch, buffer = buffer, []
+        recorder.batch_done(len(batch), 1, 0, 0.0)
+        outbox.put(batch)
+
+    try:
+        while not supervisor.cancelled:
+            wait = None
+            if buffer and max_wait is not None:
+                wait = max(0.0, deadline - monotonic())
+            try:
+                items = inbox.get_many(size - len(buffer), wait)
+            except Empty:
+                emit()
+                continue
+            except ShutDown:
+                if buffer and not supervisor.cancelled:
+                    emit()
+                return
+            recorder.batch_taken(len(items))
+            if not buffer and max_wait is not None:
+                deadline = monotonic() + max_wait
+            buffer.extend(items)
+            if len(buffer) >= size:
+                emit()
+    except ShutDown:
+        return
