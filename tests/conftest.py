@@ -1,0 +1,43 @@
+"""Shared fixtures: every test must leave no thread behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Thread scheduling makes run times noisy: no per-example deadline. CI runs
+# more examples than a developer's quick loop.
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# The longest any test may wait on a thread, an event or a queue. Every
+# blocking call in the tests uses it (or less), so a deadlock fails fast.
+WAIT = 10.0
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail the test if it leaves a thread running that it started."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for thread in leaked:
+        thread.join(timeout=2.0)  # keep a leak from spilling into the next test
+    if leaked:
+        names = ", ".join(sorted(t.name for t in leaked))
+        pytest.fail(f"test left threads running: {names}")
