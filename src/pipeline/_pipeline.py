@@ -19,10 +19,11 @@ item in hand, runs ``on_stop`` and exits; the runner joins them all.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from time import monotonic, perf_counter
@@ -61,7 +62,7 @@ Out = DefaultTypeVar("Out", default=In)
 R = TypeVar("R")
 T = TypeVar("T")
 
-DEFAULT_MAXSIZE = 1024
+DEFAULT_MAXSIZE = 4096
 """Default bound of each stage's input queue, in items."""
 
 
@@ -193,11 +194,12 @@ class _Run:
         for queue in self.queues:
             queue.shutdown(immediate=True)
 
-    def start(self, source: Iterator[Any]) -> None:
+    def start(self, source: Iterator[Any], *, in_memory: bool) -> None:
         """Register every producer, then start the feeder and the workers."""
         feeder_handle = self.queues[0].producer()
         plans: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
-        plans.append(("pipeline-source", self._feed, (source, feeder_handle)))
+        feed = functools.partial(self._feed, in_memory=in_memory)
+        plans.append(("pipeline-source", feed, (source, feeder_handle)))
         for index, spec in enumerate(self.specs):
             for number in range(spec.workers):
                 stage = spec.stage if number == 0 else copy.copy(spec.stage)
@@ -215,30 +217,50 @@ class _Run:
             self.threads.append(thread)
             thread.start()
 
-    def _feed(self, source: Iterator[Any], handle: Producer[Any]) -> None:
-        # Read the source in chunks sized like worker batches: a fast source is
-        # read up to MAX_BATCH items per put, a slow one item by item.
-        cap = 1
+    def _feed(self, source: Iterator[Any], handle: Producer[Any], *, in_memory: bool) -> None:
         try:
-            while not self.cancelled:
-                chunk: list[Any] = []
-                started = perf_counter()
-                try:
-                    chunk.extend(islice(source, cap))
-                finally:
-                    self.read += len(chunk)
-                if not chunk:
-                    return
-                handle.put_many(chunk)
-                if len(chunk) < cap:
-                    return  # islice stopped early: the source is exhausted
-                cap = next_batch_cap(perf_counter() - started, len(chunk))
+            if in_memory:
+                self._feed_chunks(source, handle)
+            else:
+                self._feed_items(source, handle)
         except ShutDown:
             return
         except BaseException as exc:  # noqa: BLE001 (reported, then raised by the runner)
             self.fail(StageError("source", exc, where="source"))
         finally:
             handle.close()
+
+    def _feed_chunks(self, source: Iterator[Any], handle: Producer[Any]) -> None:
+        # An in-memory collection cannot block, so read it in chunks sized like
+        # worker batches: up to MAX_BATCH items per put.
+        cap = 1
+        while not self.cancelled:
+            chunk: list[Any] = []
+            started = perf_counter()
+            try:
+                chunk.extend(islice(source, cap))
+            finally:
+                self.read += len(chunk)
+            if not chunk:
+                return
+            handle.put_many(chunk)
+            if len(chunk) < cap:
+                return  # islice stopped early: the source is exhausted
+            cap = next_batch_cap(perf_counter() - started, len(chunk))
+
+    def _feed_items(self, source: Iterator[Any], handle: Producer[Any]) -> None:
+        # Any other iterable may block between items (a socket, a queue, a
+        # slow generator): hand each item on before asking for the next, so no
+        # item waits inside the feeder. A cancelled run shuts the queue down,
+        # so the put raises ShutDown and the loop ends.
+        put = handle.put
+        count = 0
+        try:
+            for item in source:
+                count += 1
+                put(item)
+        finally:
+            self.read += count
 
     def outputs(self, deadline: float | None) -> Iterator[list[Any]]:
         """Yield batches of outputs until the last stage ends or the run stops."""
@@ -256,6 +278,25 @@ class _Run:
             if deadline is not None and monotonic() >= deadline:
                 self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
                 return
+
+    def collect(self, deadline: float | None) -> list[Any]:
+        """Wait for the end of the run, then take every output at once.
+
+        The output queue of a collecting run is unbounded (the outputs are all
+        kept anyway), so nobody waits on it until the end: no wake-up per batch.
+        """
+        final = self.queues[-1]
+        if not final._wait_for_shutdown(deadline):
+            self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+            return []
+        outputs: list[Any] = []
+        try:
+            while True:
+                outputs += final.get_many(MAX_BATCH, 0)
+        except (ShutDown, Empty):
+            pass
+        self.delivered = len(outputs)
+        return outputs
 
     def join(self) -> None:
         """Join every thread of the run."""
@@ -548,7 +589,9 @@ class Pipeline(Generic[In, Out]):
 
     # -- running ------------------------------------------------------------------
 
-    def _new_run(self, source: Iterable[In], timeout: float | None) -> tuple[_Run, Iterator[In]]:
+    def _new_run(
+        self, source: Iterable[In], timeout: float | None, *, final_maxsize: int
+    ) -> tuple[_Run, Iterator[In], bool]:
         if self._closed:
             raise PipelineStateError("the pipeline is closed")
         try:
@@ -557,7 +600,10 @@ class Pipeline(Generic[In, Out]):
             raise TypeError(f"'source' must be iterable, not {type(source).__name__}") from None
         _check_seconds("timeout", timeout)
         self._frozen = True
-        return _Run(tuple(self._specs), self._maxsize), iterator
+        # A sized collection (list, tuple, range, dict, set...) is in memory and
+        # can be read in chunks; anything else may block between items.
+        in_memory = isinstance(source, Collection)
+        return _Run(tuple(self._specs), final_maxsize), iterator, in_memory
 
     def run(self, source: Iterable[In], *, timeout: float | None = None) -> RunResult[Out]:
         """Feed ``source`` through the stages; return every output and the report.
@@ -581,16 +627,14 @@ class Pipeline(Generic[In, Out]):
             PipelineCancelled: :meth:`cancel` was called.
             KeyboardInterrupt: re-raised after the run was cancelled and joined.
         """
-        run, iterator = self._new_run(source, timeout)
+        run, iterator, in_memory = self._new_run(source, timeout, final_maxsize=0)
         deadline = None if timeout is None else monotonic() + timeout
         outputs: list[Out] = []
         self._runs.add(run)
         try:
             try:
-                run.start(iterator)
-                for batch in run.outputs(deadline):
-                    outputs.extend(batch)
-                    run.delivered += len(batch)
+                run.start(iterator, in_memory=in_memory)
+                outputs = run.collect(deadline)
             except BaseException as exc:
                 run.cancel("interrupted", exc)
                 raise
@@ -617,9 +661,10 @@ class Pipeline(Generic[In, Out]):
             StageError, PipelineTimeout, PipelineCancelled: as :meth:`run`,
                 from the ``next()`` call that reaches the failure.
         """
-        run, iterator = self._new_run(source, timeout)
+        run, iterator, in_memory = self._new_run(source, timeout, final_maxsize=self._maxsize)
         box = _ReportBox()
-        stream: Stream[Out] = Stream(self._iterate(run, iterator, timeout, box), box)
+        outputs = self._iterate(run, iterator, in_memory, timeout, box)
+        stream: Stream[Out] = Stream(outputs, box)
         self._streams.add(stream)
         return stream
 
@@ -627,6 +672,7 @@ class Pipeline(Generic[In, Out]):
         self,
         run: _Run,
         iterator: Iterator[In],
+        in_memory: bool,
         timeout: float | None,
         box: _ReportBox,
     ) -> Iterator[Out]:
@@ -634,7 +680,7 @@ class Pipeline(Generic[In, Out]):
         self._runs.add(run)
         try:
             try:
-                run.start(iterator)
+                run.start(iterator, in_memory=in_memory)
                 for batch in run.outputs(deadline):
                     for item in batch:
                         run.delivered += 1

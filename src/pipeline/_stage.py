@@ -48,7 +48,7 @@ __all__ = [
 In = TypeVar("In", default=Any)
 Out = TypeVar("Out", default=In)
 
-MAX_BATCH = 1024
+MAX_BATCH = 4096
 """The most items a worker takes from its input queue at once."""
 
 BATCH_TARGET_SECONDS = 0.002
