@@ -30,8 +30,7 @@ from time import monotonic, perf_counter
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from typing_extensions import TypeVar as DefaultTypeVar
-
+from ._compat import TypeVar as DefaultTypeVar
 from ._exceptions import (
     PipelineCancelled,
     PipelineStateError,

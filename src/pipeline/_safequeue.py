@@ -548,7 +548,7 @@ class SafeQueue(Generic[T]):
             if room <= 0:
                 self._wait_for_room(1, deadline)
                 continue
-            chunk = items[done : done + room]
+            chunk = items if done == 0 and room >= total else items[done : done + room]
             if self._plain_deque:
                 self.queue.extend(chunk)
             else:

@@ -25,8 +25,7 @@ from itertools import compress
 from time import monotonic, perf_counter
 from typing import Any, Generic, Protocol
 
-from typing_extensions import TypeVar
-
+from ._compat import TypeVar
 from ._exceptions import ShutDown, StageError
 from ._policy import OnError, Retry
 from ._report import DeadLetter, StageRecorder
