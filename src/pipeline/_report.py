@@ -271,31 +271,42 @@ class PipelineReport:
             lines.append(f"Created by fan-out/fan-in stages: {self.created:+d}")
         lines.append(f"Status: {self.status} in {self.elapsed_seconds:.3f}s")
         if self.stages:
-            header = ("stage", "workers", "received", "emitted", "dropped", "failed", "retried")
-            rows = [
-                (
-                    s.name,
-                    str(s.workers),
-                    str(s.received),
-                    str(s.emitted),
-                    str(s.dropped),
-                    str(s.failed),
-                    str(s.retried),
-                )
-                for s in self.stages
-            ]
-            busy = [f"{s.busy_seconds:.3f}" for s in self.stages]
-            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-            busy_width = max(len("busy s"), *(len(b) for b in busy))
-
-            def fmt(cells: Sequence[str], last: str) -> str:
-                first = cells[0].ljust(widths[0])
-                rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-                return "  ".join([first, *rest, last.rjust(busy_width)])
-
-            lines += ["", "=== STAGES ===", fmt(header, "busy s")]
-            lines += [fmt(row, b) for row, b in zip(rows, busy, strict=True)]
+            lines += ["", self.table()]
         return "\n".join(lines)
+
+    def table(self) -> str:
+        """Return the per-stage table alone, under a ``=== STAGES ===`` title."""
+        header = (
+            "stage",
+            "workers",
+            "received",
+            "emitted",
+            "dropped",
+            "failed",
+            "retried",
+            "busy s",
+        )
+        rows = [
+            (
+                s.name,
+                str(s.workers),
+                str(s.received),
+                str(s.emitted),
+                str(s.dropped),
+                str(s.failed),
+                str(s.retried),
+                f"{s.busy_seconds:.3f}",
+            )
+            for s in self.stages
+        ]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+        def fmt(cells: Sequence[str]) -> str:
+            first = cells[0].ljust(widths[0])
+            rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+            return "  ".join([first, *rest]).rstrip()
+
+        return "\n".join(["=== STAGES ===", fmt(header), *(fmt(row) for row in rows)])
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the whole report.

@@ -1,5 +1,14 @@
 """The stages in the box.
 
+- Arithmetic, from the seed: :class:`MultiplyStage`, :class:`AddStage`, and
+  :class:`FilterStage` (keeps even numbers by default).
+- Function adapters (what ``Pipeline.map`` and friends build):
+  :class:`MapStage`, :class:`FilterStage`, :class:`FlatMapStage`,
+  :class:`EachStage`.
+- The seed's file migration: :class:`FileRecord`, :class:`S3Uploader`,
+  :class:`APIUploader`, :class:`Verifier` (simulated I/O unless given a
+  callable that does it for real).
+
 >>> from pipeline import Pipeline
 >>> from pipeline.stages import AddStage, FilterStage, MultiplyStage
 >>> Pipeline[int]().add(MultiplyStage()).add(AddStage()).add(FilterStage()).run([1, 2]).outputs
@@ -12,12 +21,22 @@ from ._functions import EachStage as EachStage
 from ._functions import FilterStage as FilterStage
 from ._functions import FlatMapStage as FlatMapStage
 from ._functions import MapStage as MapStage
+from ._migration import APIUploader as APIUploader
+from ._migration import FileRecord as FileRecord
+from ._migration import S3Uploader as S3Uploader
+from ._migration import VerificationReport as VerificationReport
+from ._migration import Verifier as Verifier
 
 __all__ = [
+    "APIUploader",
     "AddStage",
     "EachStage",
+    "FileRecord",
     "FilterStage",
     "FlatMapStage",
     "MapStage",
     "MultiplyStage",
+    "S3Uploader",
+    "VerificationReport",
+    "Verifier",
 ]
