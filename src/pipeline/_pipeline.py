@@ -151,13 +151,33 @@ class Stream(Generic[T]):
 class _Run:
     """One execution of a pipeline: its queues, threads, counters and outcome."""
 
-    def __init__(self, specs: tuple[StageSpec, ...], final_maxsize: int) -> None:
+    def __init__(
+        self,
+        specs: tuple[StageSpec, ...],
+        final_maxsize: int,
+        source: Iterator[Any] | SafeQueue[Any],
+        *,
+        in_memory: bool = False,
+    ) -> None:
         self.specs = specs
-        self.queues: list[SafeQueue[Any]] = [SafeQueue(spec.maxsize) for spec in specs]
-        self.queues.append(SafeQueue(final_maxsize))
+        # A SafeQueue source is consumed by the first stage itself: no feeder
+        # thread, one hand-off less per item.
+        self.source = source
+        self.direct = isinstance(source, SafeQueue)
+        self.in_memory = in_memory
+        if isinstance(source, SafeQueue):
+            head: SafeQueue[Any] = source
+        else:
+            head = SafeQueue(specs[0].maxsize if specs else final_maxsize)
+        # queues[i] feeds stage i; queues[-1] holds the outputs. With no stage
+        # the head queue is the output queue.
+        self.queues: list[SafeQueue[Any]] = [head]
+        if specs:
+            self.queues += [SafeQueue(spec.maxsize) for spec in specs[1:]]
+            self.queues.append(SafeQueue(final_maxsize))
         self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
         self.threads: list[threading.Thread] = []
-        self.read = 0  # written by the feeder thread only
+        self.fed = 0  # items the feeder read; written by the feeder thread only
         self.delivered = 0  # written by the consuming thread only
         # The first entry decides how the run ended; later ones are attached
         # to the raised error as notes. list.append is atomic, on free-threaded
@@ -193,12 +213,25 @@ class _Run:
         for queue in self.queues:
             queue.shutdown(immediate=True)
 
-    def start(self, source: Iterator[Any], *, in_memory: bool) -> None:
+    @property
+    def read(self) -> int:
+        """Items read from the source: fed by the feeder, or taken from a queue source."""
+        if not self.direct:
+            return self.fed
+        if self.specs:
+            return sum(r.received for r in self.recorders[0])
+        return self.delivered
+
+    def start(self) -> None:
         """Register every producer, then start the feeder and the workers."""
-        feeder_handle = self.queues[0].producer()
         plans: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
-        feed = functools.partial(self._feed, in_memory=in_memory)
-        plans.append(("pipeline-source", feed, (source, feeder_handle)))
+        if not isinstance(self.source, SafeQueue):
+            feed = functools.partial(self._feed, in_memory=self.in_memory)
+            plans.append(("pipeline-source", feed, (self.source, self.queues[0].producer())))
+        elif self.specs and self.specs[0].ordered and self.specs[0].workers > 1:
+            # The ordered hand-off numbers batches from the source queue's
+            # ticket count, which earlier runs may have advanced.
+            self.queues[1]._turn = self.source._tickets
         for index, spec in enumerate(self.specs):
             for number in range(spec.workers):
                 stage = spec.stage if number == 0 else copy.copy(spec.stage)
@@ -213,8 +246,8 @@ class _Run:
                 plans.append((f"{spec.name}-{number + 1}", run_worker, args))
         for name, target, args in plans:
             thread = threading.Thread(target=target, name=name, args=args, daemon=True)
-            self.threads.append(thread)
             thread.start()
+            self.threads.append(thread)  # only started threads can be joined
 
     def _feed(self, source: Iterator[Any], handle: Producer[Any], *, in_memory: bool) -> None:
         try:
@@ -239,7 +272,7 @@ class _Run:
             try:
                 chunk.extend(islice(source, cap))
             finally:
-                self.read += len(chunk)
+                self.fed += len(chunk)
             if not chunk:
                 return
             handle.put_many(chunk)
@@ -259,7 +292,7 @@ class _Run:
                 count += 1
                 put(item)
         finally:
-            self.read += count
+            self.fed += count
 
     def outputs(self, deadline: float | None) -> Iterator[list[Any]]:
         """Yield batches of outputs until the last stage ends or the run stops."""
@@ -589,22 +622,30 @@ class Pipeline(Generic[In, Out]):
     # -- running ------------------------------------------------------------------
 
     def _new_run(
-        self, source: Iterable[In], timeout: float | None, *, final_maxsize: int
-    ) -> tuple[_Run, Iterator[In], bool]:
+        self, source: Iterable[In] | SafeQueue[In], timeout: float | None, *, final_maxsize: int
+    ) -> _Run:
         if self._closed:
             raise PipelineStateError("the pipeline is closed")
-        try:
-            iterator = iter(source)
-        except TypeError:
-            raise TypeError(f"'source' must be iterable, not {type(source).__name__}") from None
         _check_seconds("timeout", timeout)
+        specs = tuple(self._specs)
+        if isinstance(source, SafeQueue):
+            run = _Run(specs, final_maxsize, source)
+        else:
+            try:
+                iterator = iter(source)
+            except TypeError:
+                message = f"'source' must be iterable, not {type(source).__name__}"
+                raise TypeError(message) from None
+            # A sized collection (list, tuple, range, dict, set...) is in memory
+            # and can be read in chunks; anything else may block between items.
+            in_memory = isinstance(source, Collection)
+            run = _Run(specs, final_maxsize, iterator, in_memory=in_memory)
         self._frozen = True
-        # A sized collection (list, tuple, range, dict, set...) is in memory and
-        # can be read in chunks; anything else may block between items.
-        in_memory = isinstance(source, Collection)
-        return _Run(tuple(self._specs), final_maxsize), iterator, in_memory
+        return run
 
-    def run(self, source: Iterable[In], *, timeout: float | None = None) -> RunResult[Out]:
+    def run(
+        self, source: Iterable[In] | SafeQueue[In], *, timeout: float | None = None
+    ) -> RunResult[Out]:
         """Feed ``source`` through the stages; return every output and the report.
 
         Blocks until the source is exhausted and every item has gone through,
@@ -616,7 +657,12 @@ class Pipeline(Generic[In, Out]):
         ([2, 3, 4], 'completed')
 
         Args:
-            source: any iterable; read by a thread of the run.
+            source: any iterable, read by a thread of the run (a sized
+                collection in chunks, anything else item by item so that no
+                item waits while the source blocks); or a :class:`SafeQueue`,
+                which the first stage consumes directly until it is shut down
+                (its last producer closes). A cancelled run shuts a queue
+                source down too.
             timeout: seconds the whole run may take.
 
         Raises:
@@ -626,13 +672,13 @@ class Pipeline(Generic[In, Out]):
             PipelineCancelled: :meth:`cancel` was called.
             KeyboardInterrupt: re-raised after the run was cancelled and joined.
         """
-        run, iterator, in_memory = self._new_run(source, timeout, final_maxsize=0)
+        run = self._new_run(source, timeout, final_maxsize=0)
         deadline = None if timeout is None else monotonic() + timeout
         outputs: list[Out] = []
         self._runs.add(run)
         try:
             try:
-                run.start(iterator, in_memory=in_memory)
+                run.start()
                 outputs = run.collect(deadline)
             except BaseException as exc:
                 run.cancel("interrupted", exc)
@@ -645,11 +691,15 @@ class Pipeline(Generic[In, Out]):
         run.raise_for_outcome(report)
         return RunResult(outputs, report)
 
-    def stream(self, source: Iterable[In], *, timeout: float | None = None) -> Stream[Out]:
+    def stream(
+        self, source: Iterable[In] | SafeQueue[In], *, timeout: float | None = None
+    ) -> Stream[Out]:
         """Yield outputs as they come, with memory bounded by the queue sizes.
 
-        Works with any iterable source, infinite generators included. See
-        :class:`Stream` for closing it early.
+        Works with any source :meth:`run` takes, infinite generators included.
+        Feeding a :class:`SafeQueue` source item by item and reading each output
+        as it comes makes a pipeline you can talk to; see :class:`Stream` for
+        closing it early.
 
         >>> from itertools import count
         >>> with Pipeline[int]().filter(lambda x: x % 7 == 0).stream(count()) as s:
@@ -660,9 +710,9 @@ class Pipeline(Generic[In, Out]):
             StageError, PipelineTimeout, PipelineCancelled: as :meth:`run`,
                 from the ``next()`` call that reaches the failure.
         """
-        run, iterator, in_memory = self._new_run(source, timeout, final_maxsize=self._maxsize)
+        run = self._new_run(source, timeout, final_maxsize=self._maxsize)
         box = _ReportBox()
-        outputs = self._iterate(run, iterator, in_memory, timeout, box)
+        outputs = self._iterate(run, timeout, box)
         stream: Stream[Out] = Stream(outputs, box)
         self._streams.add(stream)
         return stream
@@ -670,8 +720,6 @@ class Pipeline(Generic[In, Out]):
     def _iterate(
         self,
         run: _Run,
-        iterator: Iterator[In],
-        in_memory: bool,
         timeout: float | None,
         box: _ReportBox,
     ) -> Iterator[Out]:
@@ -679,7 +727,7 @@ class Pipeline(Generic[In, Out]):
         self._runs.add(run)
         try:
             try:
-                run.start(iterator, in_memory=in_memory)
+                run.start()
                 for batch in run.outputs(deadline):
                     for item in batch:
                         run.delivered += 1
