@@ -177,6 +177,7 @@ class _Run:
             self.queues.append(SafeQueue(final_maxsize))
         self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
         self.threads: list[threading.Thread] = []
+        self.claimed = False
         self.fed = 0  # items the feeder read; written by the feeder thread only
         self.delivered = 0  # written by the consuming thread only
         # The first entry decides how the run ended; later ones are attached
@@ -222,16 +223,26 @@ class _Run:
             return sum(r.received for r in self.recorders[0])
         return self.delivered
 
+    def claim_source(self) -> None:
+        """Reserve a queue source's ordered hand-off for this run, if it needs one.
+
+        Raises :class:`PipelineStateError`, with no side effect, if another run
+        holds it. Call before :meth:`start`, outside the cancel-on-error block.
+        """
+        if isinstance(self.source, SafeQueue) and self.specs:
+            first = self.specs[0]
+            if first.ordered and first.workers > 1:
+                # Batches are numbered from the source queue's ticket count,
+                # which earlier runs may have advanced.
+                self.queues[1]._turn = self.source._claim_tickets(self)
+                self.claimed = True
+
     def start(self) -> None:
         """Register every producer, then start the feeder and the workers."""
         plans: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
         if not isinstance(self.source, SafeQueue):
             feed = functools.partial(self._feed, in_memory=self.in_memory)
             plans.append(("pipeline-source", feed, (self.source, self.queues[0].producer())))
-        elif self.specs and self.specs[0].ordered and self.specs[0].workers > 1:
-            # The ordered hand-off numbers batches from the source queue's
-            # ticket count, which earlier runs may have advanced.
-            self.queues[1]._turn = self.source._tickets
         for index, spec in enumerate(self.specs):
             for number in range(spec.workers):
                 stage = spec.stage if number == 0 else copy.copy(spec.stage)
@@ -334,6 +345,8 @@ class _Run:
         """Join every thread of the run."""
         for thread in self.threads:
             thread.join()
+        if self.claimed and isinstance(self.source, SafeQueue):
+            self.source._release_tickets(self)
         self.elapsed = perf_counter() - self.started
 
     def report(self) -> PipelineReport:
@@ -675,6 +688,7 @@ class Pipeline(Generic[In, Out]):
         run = self._new_run(source, timeout, final_maxsize=0)
         deadline = None if timeout is None else monotonic() + timeout
         outputs: list[Out] = []
+        run.claim_source()
         self._runs.add(run)
         try:
             try:
@@ -724,6 +738,7 @@ class Pipeline(Generic[In, Out]):
         box: _ReportBox,
     ) -> Iterator[Out]:
         deadline = None if timeout is None else monotonic() + timeout
+        run.claim_source()
         self._runs.add(run)
         try:
             try:

@@ -20,7 +20,7 @@ from queue import Empty, Full  # the standard library's own, so `except queue.Em
 from time import monotonic
 from typing import Any, Generic, TypeVar
 
-from ._exceptions import ProducerError, ShutDown
+from ._exceptions import PipelineStateError, ProducerError, ShutDown
 
 __all__ = ["Empty", "Full", "Producer", "QueueStats", "SafeQueue"]
 
@@ -176,6 +176,7 @@ class SafeQueue(Generic[T]):
         self._tickets = 0
         self._turn = 0
         self._parked: dict[int, list[T]] = {}
+        self._ticket_holder: object = None
         cls = type(self)
         self._plain_deque = (
             cls._init is SafeQueue._init
@@ -474,6 +475,22 @@ class SafeQueue(Generic[T]):
     # successors too. A worker whose ticket is `window` or more ahead of the
     # turn waits, so a slow head batch applies backpressure instead of growing
     # the parking area without bound.
+
+    def _claim_tickets(self, holder: object) -> int:
+        # Reserve ticketed consumption for one holder (a run) and return the
+        # first ticket it will get: two ordered consumers drawing from one
+        # counter would each wait for tickets the other took.
+        with self.mutex:
+            if self._ticket_holder is not None:
+                message = "this SafeQueue already feeds an ordered multi-worker stage of a run"
+                raise PipelineStateError(message)
+            self._ticket_holder = holder
+            return self._tickets
+
+    def _release_tickets(self, holder: object) -> None:
+        with self.mutex:
+            if self._ticket_holder is holder:
+                self._ticket_holder = None
 
     def _get_many_ticketed(self, max_items: int) -> tuple[int, list[T]]:
         with self.mutex:
