@@ -547,12 +547,21 @@ class SafeQueue(Generic[T]):
                 # starmap calls popleft n times from C: about 3x faster than
                 # a comprehension.
                 taken = list(starmap(items.popleft, repeat((), n)))
-        else:
-            taken = [self._get() for _ in range(n)]
-        self._gets += n
-        if self._sleeping_putters:
-            self.not_full.notify(n)
+            self._count_get_locked(n)
+            return taken
+        taken = []
+        try:
+            for _ in range(n):
+                taken.append(self._get())
+        finally:
+            # A subclass hook that raises has still taken the items before it.
+            self._count_get_locked(len(taken))
         return taken
+
+    def _count_get_locked(self, n: int) -> None:
+        self._gets += n
+        if n and self._sleeping_putters:
+            self.not_full.notify(n)
 
     def _put_many_locked(self, items: list[T] | tuple[T, ...], deadline: float | None) -> None:
         if self.is_shutdown:
@@ -568,18 +577,30 @@ class SafeQueue(Generic[T]):
             chunk = items if done == 0 and room >= total else items[done : done + room]
             if self._plain_deque:
                 self.queue.extend(chunk)
+                n = len(chunk)
             else:
-                for item in chunk:
-                    self._put(item)
-            n = len(chunk)
+                n = 0
+                try:
+                    for item in chunk:
+                        self._put(item)
+                        n += 1
+                finally:
+                    # A subclass hook that raises leaves the items before it
+                    # in the queue: count them, as successive put() calls would.
+                    self._count_put_locked(n)
+                done += n
+                continue
             done += n
-            self.unfinished_tasks += n
-            self._puts += n
-            size = self._qsize()
-            if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
-                self._peak = size
-            if self._sleeping_getters:
-                self.not_empty.notify(n)
+            self._count_put_locked(n)
+
+    def _count_put_locked(self, n: int) -> None:
+        self.unfinished_tasks += n
+        self._puts += n
+        size = self._qsize()
+        if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
+            self._peak = size
+        if n and self._sleeping_getters:
+            self.not_empty.notify(n)
 
     def _wait_for_room(self, needed: int, deadline: float | None) -> None:
         # Wait until `needed` slots are free; raise Full at the deadline and
