@@ -1,0 +1,862 @@
+"""What SafeQueue adds to queue.Queue.
+
+Producer handles, ``put_many`` / ``get_many``, ``stats()``, iteration, the repr
+and the ordered hand-off used by multi-worker ordered stages. The queue.Queue
+contract itself is in ``test_safequeue_contract.py``, whose helpers prove that
+a call blocked before the test unblocks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import weakref
+from collections import Counter
+from collections.abc import Iterator
+from functools import partial
+from time import monotonic
+from typing import Any
+
+import pytest
+
+from pipeline import (
+    Empty,
+    Full,
+    PipelineError,
+    Producer,
+    ProducerError,
+    QueueStats,
+    SafeQueue,
+    ShutDown,
+)
+from tests.conftest import WAIT
+from tests.test_safequeue_contract import (
+    SHORT,
+    TRIGGER_DELAY,
+    HookFailedError,
+    LifoSafeQueue,
+    ThreadCall,
+    Trigger,
+    do_blocking_test,
+    promptly,
+    results_of,
+    run_in_thread,
+    start_blocked,
+    start_threads,
+    wait_for,
+)
+
+
+def test_maxsize_must_be_an_int() -> None:
+    for maxsize in (2.0, "3", None, True):
+        with pytest.raises(TypeError, match="'maxsize' must be an int"):
+            SafeQueue(maxsize)  # type: ignore[arg-type]
+
+
+# -- producer handles --------------------------------------------------------------
+
+
+def test_closing_the_last_producer_shuts_the_queue_down_gracefully() -> None:
+    q = SafeQueue[int]()
+    a, b = q.producer(), q.producer()
+    a.put(1)
+    b.put(2)
+    a.close()
+    assert not q.stats().is_shutdown
+    b.close()
+    assert q.stats().is_shutdown
+    assert [q.get_nowait(), q.get_nowait()] == [1, 2]  # graceful: the items stay
+    with pytest.raises(ShutDown):
+        q.get_nowait()
+
+
+def test_every_consumer_sees_end_of_stream_once_after_the_last_item() -> None:
+    n_producers, n_consumers, per_producer = 3, 4, 200
+    q = SafeQueue[int](maxsize=4)
+    handles = [q.producer() for _ in range(n_producers)]  # all taken before any starts
+
+    def produce(p: int, handle: Producer[int]) -> None:
+        with handle:
+            for i in range(per_producer):
+                promptly(partial(handle.put, p * per_producer + i, timeout=WAIT))
+
+    def consume() -> tuple[list[int], QueueStats]:
+        received = []
+        while True:
+            try:
+                received.append(promptly(lambda: q.get(timeout=WAIT)))
+            except ShutDown:
+                return received, q.stats()
+
+    consumers = start_threads([consume] * n_consumers, "consumer")
+    producers = start_threads(
+        [partial(produce, p, handle) for p, handle in enumerate(handles)], "producer"
+    )
+    results_of(producers)
+    outcomes = results_of(consumers)
+
+    assert len(outcomes) == n_consumers  # each consumer's loop ended on one ShutDown
+    received = [item for chunk, _ in outcomes for item in chunk]
+    assert Counter(received) == Counter(range(n_producers * per_producer))
+    for _, at_the_end in outcomes:  # the end came after the last close and the last item
+        assert at_the_end.is_shutdown
+        assert at_the_end.producers == 0
+        assert at_the_end.size == 0
+        assert at_the_end.puts == n_producers * per_producer
+    with pytest.raises(ShutDown):  # and it stays the end
+        q.get(timeout=WAIT)
+
+
+def test_a_single_consumer_gets_every_item_before_the_end_of_stream() -> None:
+    q = SafeQueue[int](maxsize=2)
+    handles = [q.producer() for _ in range(3)]
+
+    def produce(p: int, handle: Producer[int]) -> None:
+        with handle:
+            handle.put_many(range(p * 50, p * 50 + 50), timeout=WAIT)
+
+    producers = start_threads([partial(produce, p, h) for p, h in enumerate(handles)], "producer")
+    received = run_in_thread(lambda: list(q))
+    results_of(producers)
+    assert sorted(received) == list(range(150))
+
+
+def test_closing_a_handle_again_does_not_count_as_another_producer() -> None:
+    q = SafeQueue[int]()
+    a, b = q.producer(), q.producer()
+    a.close()
+    a.close()
+    assert a.closed
+    stats = q.stats()
+    assert (stats.producers, stats.is_shutdown) == (1, False)
+    b.close()
+    b.close()
+    stats = q.stats()
+    assert (stats.producers, stats.is_shutdown) == (0, True)
+
+
+@pytest.mark.parametrize("how", ["shutdown", "shutdown-immediate", "last-close"])
+def test_producer_on_a_shut_down_queue_raises_producer_error(how: str) -> None:
+    q = SafeQueue[int]()
+    if how == "last-close":
+        q.producer().close()
+    else:
+        q.shutdown(immediate=how == "shutdown-immediate")
+    with pytest.raises(ProducerError, match="shut down"):
+        q.producer()
+    assert q.stats().producers == 0
+
+
+def test_putting_through_a_closed_handle_raises_producer_error() -> None:
+    q = SafeQueue[int]()
+    keep_open = q.producer()
+    closed = q.producer()
+    closed.close()
+    with pytest.raises(ProducerError, match="closed producer handle"):
+        closed.put(1)
+    with pytest.raises(ProducerError, match="closed producer handle"):
+        closed.put_many([1, 2])
+    assert q.empty()
+    assert not q.is_shutdown  # the queue itself still takes items
+    keep_open.put(3)
+    assert q.get_nowait() == 3
+    keep_open.close()
+
+
+def test_producer_error_is_a_pipeline_error() -> None:
+    assert issubclass(ProducerError, PipelineError)
+
+
+def test_a_with_block_closes_the_handle_when_it_raises() -> None:
+    q = SafeQueue[int]()
+    p = q.producer()
+
+    def produce_then_fail() -> None:
+        with p:
+            p.put(1)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        produce_then_fail()
+    assert p.closed
+    assert q.is_shutdown
+    assert q.get_nowait() == 1
+
+
+def test_a_producer_puts_as_the_queue_does() -> None:
+    q = SafeQueue[int](maxsize=2)
+    with q.producer() as p:
+        assert p.queue is q
+        p.put(1)
+        p.put_many([2])
+        with pytest.raises(Full):
+            p.put(3, block=False)
+        with pytest.raises(Full):
+            p.put(3, timeout=SHORT)
+        with pytest.raises(Full):
+            p.put_many([3], timeout=0)
+    assert run_in_thread(lambda: list(q)) == [1, 2]
+
+
+def test_closing_handles_after_an_explicit_shutdown_is_harmless() -> None:
+    q = SafeQueue[int]()
+    a, b = q.producer(), q.producer()
+    q.shutdown()
+    with pytest.raises(ShutDown):
+        a.put(1)
+    a.close()
+    b.close()
+    assert q.stats().producers == 0
+    assert q.is_shutdown
+
+
+# -- put_many ------------------------------------------------------------------------
+
+
+def test_put_many_puts_the_items_in_order_and_counts_each() -> None:
+    q = SafeQueue[int](maxsize=10)
+    q.put_many([1, 2, 3])
+    q.put_many((4, 5))
+    assert list(q.queue) == [1, 2, 3, 4, 5]
+    assert q.unfinished_tasks == 5
+    assert q.stats().puts == 5
+
+
+def test_put_many_takes_any_iterable() -> None:
+    q = SafeQueue[int]()
+
+    def generate() -> Iterator[int]:
+        yield from (1, 2)
+
+    q.put_many(generate())
+    q.put_many(range(3, 5))
+    q.put_many({5: "five"}.keys())
+    assert list(q.queue) == [1, 2, 3, 4, 5]
+
+
+def test_put_many_of_nothing_changes_nothing() -> None:
+    q = SafeQueue[int](maxsize=1)
+    q.put_nowait(0)
+    q.put_many([], timeout=0)  # even on a full queue
+    assert list(q.queue) == [0]
+    assert q.stats().puts == 1
+
+
+def test_put_many_larger_than_maxsize_completes_as_a_consumer_drains() -> None:
+    q = SafeQueue[int](maxsize=2)
+    drained: list[int] = []
+
+    def drain() -> None:
+        while len(drained) < 10:
+            drained.extend(q.get_many(3, timeout=WAIT))
+
+    do_blocking_test(q, lambda: q.put_many(range(10), timeout=WAIT), drain, waiting="put")
+    assert drained == list(range(10))
+    assert q.stats().peak_size == 2
+
+
+def test_put_many_that_times_out_raises_full_with_the_earlier_items_in() -> None:
+    q = SafeQueue[str](maxsize=3)
+    q.put_nowait("x")
+    with pytest.raises(Full):
+        q.put_many(["a", "b", "c", "d"], timeout=SHORT)
+    assert list(q.queue) == ["x", "a", "b"]
+    assert q.unfinished_tasks == 3
+    assert q.stats().puts == 3
+    assert q.stats().put_blocked_seconds >= SHORT
+
+
+def test_put_many_with_timeout_zero_puts_what_fits_without_waiting() -> None:
+    q = SafeQueue[int](maxsize=2)
+    start = monotonic()
+    with pytest.raises(Full):
+        q.put_many([1, 2, 3], timeout=0)
+    assert monotonic() - start < WAIT / 2
+    assert list(q.queue) == [1, 2]
+    with pytest.raises(Full):
+        q.put_many([4], timeout=0)
+
+
+def test_put_many_that_times_out_after_some_room_appeared_keeps_what_it_put() -> None:
+    q = SafeQueue[int](maxsize=1)
+    taken: list[int] = []
+    with pytest.raises(Full):
+        do_blocking_test(
+            q,
+            lambda: q.put_many([0, 1, 2], timeout=SHORT * 10),
+            lambda: taken.append(q.get(timeout=WAIT)),
+            "put",
+        )
+    assert taken == [0]
+    assert list(q.queue) == [1]
+    assert q.unfinished_tasks == 2
+
+
+@pytest.mark.parametrize("immediate", [False, True])
+def test_put_many_on_a_shut_down_queue_raises_shutdown_and_puts_nothing(immediate: bool) -> None:
+    q = SafeQueue[int]()
+    q.put_nowait(0)
+    q.shutdown(immediate=immediate)
+    with pytest.raises(ShutDown):
+        q.put_many([1, 2])
+    with pytest.raises(ShutDown):
+        q.put_many([])
+    assert list(q.queue) == ([] if immediate else [0])
+    assert q.stats().puts == 1
+
+
+def test_put_many_cut_short_by_shutdown_leaves_the_earlier_items_in() -> None:
+    q = SafeQueue[int](maxsize=2)
+    with pytest.raises(ShutDown):
+        do_blocking_test(q, lambda: q.put_many(range(5), timeout=WAIT), q.shutdown, "put")
+    assert q.get_many(10, timeout=0) == [0, 1]
+    with pytest.raises(ShutDown):
+        q.get_many(10, timeout=0)
+
+
+def test_put_many_with_a_negative_timeout_raises_value_error() -> None:
+    q = SafeQueue[int]()
+    with pytest.raises(ValueError, match="'timeout'"):
+        q.put_many([1], timeout=-1)
+    assert q.empty()
+
+
+def test_put_many_wakes_as_many_blocked_getters_as_it_puts_items() -> None:
+    q = SafeQueue[str]()
+    getters = start_blocked(
+        q, [lambda: q.get(timeout=WAIT)] * 3, lambda: q.put_many("xyz"), waiting="get"
+    )
+    assert sorted(results_of(getters)) == ["x", "y", "z"]
+
+
+def test_put_many_uses_the_subclass_hooks() -> None:
+    q = LifoSafeQueue(maxsize=3)
+    with pytest.raises(Full):
+        q.put_many([1, 2, 3, 4], timeout=0)
+    assert q.queue == [1, 2, 3]
+    assert [q.get_nowait() for _ in range(3)] == [3, 2, 1]
+
+
+def test_put_many_counts_the_items_it_put_before_a_subclass_put_raises() -> None:
+    # Like successive put() calls: every item that went in is an unfinished
+    # task and a counted put, even though a later one failed.
+    class FailsOnTwo(SafeQueue[int]):
+        def _put(self, item: int) -> None:
+            if item == 2:
+                raise HookFailedError
+            super()._put(item)
+
+    q = FailsOnTwo()
+    with pytest.raises(HookFailedError):
+        q.put_many([1, 2, 3])
+    assert list(q.queue) == [1]
+    assert q.unfinished_tasks == 1
+    assert q.stats().puts == 1
+    assert q.get_nowait() == 1
+    q.task_done()
+    run_in_thread(q.join)
+
+
+# -- get_many ------------------------------------------------------------------------
+
+
+def test_get_many_returns_at_most_max_items_in_order() -> None:
+    q = SafeQueue[int]()
+    q.put_many(range(7))
+    assert q.get_many(3, timeout=0) == [0, 1, 2]
+    assert q.get_many(3, timeout=WAIT) == [3, 4, 5]
+    assert q.get_many(3, timeout=WAIT) == [6]
+    assert q.stats().gets == 7
+
+
+def test_get_many_of_one_takes_a_single_item() -> None:
+    q = SafeQueue[int]()
+    q.put_many([1, 2])
+    assert q.get_many(1, timeout=0) == [1]
+    assert list(q.queue) == [2]
+
+
+def test_get_many_blocks_until_an_item_arrives() -> None:
+    q = SafeQueue[int]()
+    got = do_blocking_test(q, lambda: q.get_many(5, timeout=WAIT), lambda: q.put(1), "get")
+    assert got == [1]
+
+
+def test_get_many_returns_a_lone_item_without_waiting_for_more() -> None:
+    q = SafeQueue[int]()
+    q.put(1)
+    start = monotonic()
+    assert q.get_many(10, timeout=WAIT) == [1]
+    assert monotonic() - start < WAIT / 2  # it did not wait for the batch to fill
+    # Nor when the item arrives while it waits: result() fails a call that
+    # returned only near its own timeout.
+    assert do_blocking_test(q, lambda: q.get_many(10, timeout=WAIT), lambda: q.put(2), "get") == [2]
+
+
+def test_get_many_with_timeout_zero_does_not_wait() -> None:
+    q = SafeQueue[int]()
+    start = monotonic()
+    with pytest.raises(Empty):
+        q.get_many(5, timeout=0)
+    assert monotonic() - start < WAIT / 2
+    q.put(1)
+    assert q.get_many(5, timeout=0) == [1]
+    assert q.stats().getters_waiting == 0
+
+
+def test_get_many_that_times_out_raises_empty() -> None:
+    q = SafeQueue[int]()
+    with pytest.raises(Empty):
+        q.get_many(5, timeout=SHORT)
+    assert q.stats().get_blocked_seconds >= SHORT
+
+
+def test_get_many_after_graceful_shutdown_drains_then_raises_shutdown() -> None:
+    q = SafeQueue[int]()
+    q.put_many(range(5))
+    q.shutdown()
+    assert q.get_many(3, timeout=WAIT) == [0, 1, 2]
+    assert run_in_thread(lambda: q.get_many(3)) == [3, 4]
+    for call in (lambda: q.get_many(3), lambda: q.get_many(3, timeout=0)):
+        with pytest.raises(ShutDown):
+            run_in_thread(call)
+
+
+def test_get_many_after_immediate_shutdown_raises_shutdown() -> None:
+    q = SafeQueue[int]()
+    q.put_many(range(5))
+    q.shutdown(immediate=True)
+    with pytest.raises(ShutDown):
+        run_in_thread(lambda: q.get_many(3))
+
+
+@pytest.mark.parametrize("immediate", [False, True])
+@pytest.mark.parametrize("timeout", [None, WAIT])
+def test_shutdown_wakes_a_blocked_get_many_with_shutdown(
+    immediate: bool, timeout: float | None
+) -> None:
+    q = SafeQueue[int]()
+    with pytest.raises(ShutDown):
+        do_blocking_test(
+            q, lambda: q.get_many(4, timeout), lambda: q.shutdown(immediate=immediate), "get"
+        )
+
+
+@pytest.mark.parametrize("max_items", ["3", 2.0, None, True, False])
+def test_get_many_rejects_a_max_items_that_is_not_an_int(max_items: Any) -> None:
+    q = SafeQueue[int]()
+    q.put(1)
+    with pytest.raises(TypeError, match="'max_items' must be an int"):
+        q.get_many(max_items)
+    assert list(q.queue) == [1]
+
+
+@pytest.mark.parametrize("max_items", [0, -1])
+def test_get_many_rejects_max_items_below_one(max_items: int) -> None:
+    q = SafeQueue[int]()
+    q.put(1)
+    with pytest.raises(ValueError, match="'max_items' must be at least 1"):
+        q.get_many(max_items)
+    assert list(q.queue) == [1]
+
+
+def test_get_many_rejects_a_negative_timeout() -> None:
+    q = SafeQueue[int]()
+    q.put(1)
+    with pytest.raises(ValueError, match="'timeout'"):
+        q.get_many(1, timeout=-1)
+    assert list(q.queue) == [1]
+
+
+def test_get_many_checks_its_arguments_before_the_shutdown() -> None:
+    q = SafeQueue[int]()
+    q.shutdown()
+    with pytest.raises(ValueError, match="'max_items'"):
+        q.get_many(0)
+
+
+def test_get_many_wakes_as_many_blocked_putters_as_it_takes_items() -> None:
+    q = SafeQueue[str](maxsize=3)
+    q.put_many("abc")
+    taken: list[str] = []
+    putters = start_blocked(
+        q,
+        [partial(q.put, item, timeout=WAIT) for item in "xyz"],
+        lambda: taken.extend(q.get_many(3, timeout=0)),
+        waiting="put",
+    )
+    results_of(putters)
+    assert taken == ["a", "b", "c"]
+    assert sorted(q.queue) == ["x", "y", "z"]
+
+
+def test_get_many_uses_the_subclass_hooks() -> None:
+    q = LifoSafeQueue()
+    q.put_many([1, 2, 3, 4])
+    assert q.get_many(3, timeout=0) == [4, 3, 2]
+    assert q.get_many(3, timeout=0) == [1]
+
+
+def test_get_many_lets_go_of_the_items_it_returns() -> None:
+    class Item:
+        pass
+
+    q = SafeQueue[Item]()
+    q.put_many([Item(), Item()])
+    refs = [weakref.ref(item) for item in q.get_many(2, timeout=0)]
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+
+
+def test_get_many_keeps_gets_plus_size_equal_to_puts_when_a_subclass_get_raises() -> None:
+    class SecondGetFails(SafeQueue[int]):
+        calls = 0
+
+        def _get(self) -> int:
+            self.calls += 1
+            if self.calls == 2:
+                raise HookFailedError
+            return super()._get()
+
+    q = SecondGetFails()
+    q.put_many([1, 2, 3])
+    with pytest.raises(HookFailedError):
+        q.get_many(3, timeout=0)
+    stats = q.stats()
+    # Every item put is either still in the queue or counted as taken.
+    assert stats.gets + stats.size == stats.puts
+
+
+# -- stats -----------------------------------------------------------------------------
+
+
+def test_stats_of_a_new_queue() -> None:
+    assert SafeQueue[int](maxsize=4).stats() == QueueStats(
+        size=0,
+        maxsize=4,
+        peak_size=0,
+        puts=0,
+        gets=0,
+        discarded=0,
+        producers=0,
+        putters_waiting=0,
+        getters_waiting=0,
+        put_blocked_seconds=0.0,
+        get_blocked_seconds=0.0,
+        is_shutdown=False,
+    )
+
+
+def test_stats_count_puts_gets_and_the_size() -> None:
+    q = SafeQueue[int]()
+    q.put(1)
+    q.put_nowait(2)
+    q.put_many([3, 4, 5])
+    q.get(timeout=WAIT)
+    q.get_many(2, timeout=WAIT)
+    stats = q.stats()
+    assert (stats.size, stats.puts, stats.gets) == (2, 5, 3)
+
+
+def test_stats_peak_size_is_the_largest_size_ever_reached() -> None:
+    q = SafeQueue[int]()
+    q.put_many(range(4))
+    q.get_many(3, timeout=0)
+    q.put(9)
+    stats = q.stats()
+    assert (stats.size, stats.peak_size) == (2, 4)
+
+
+def test_stats_discarded_counts_only_what_immediate_shutdown_dropped() -> None:
+    q = SafeQueue[int]()
+    q.put_many(range(5))
+    q.get_nowait()
+    q.shutdown()
+    assert q.stats().discarded == 0
+    q.get_nowait()
+    q.shutdown(immediate=True)
+    stats = q.stats()
+    assert (stats.discarded, stats.size, stats.is_shutdown) == (3, 0, True)
+
+
+def test_stats_producers_counts_the_open_handles() -> None:
+    q = SafeQueue[int]()
+    a, b = q.producer(), q.producer()
+    assert q.stats().producers == 2
+    a.close()
+    assert q.stats().producers == 1
+    b.close()
+    assert q.stats().producers == 0
+
+
+def test_stats_is_a_frozen_snapshot() -> None:
+    q = SafeQueue[int]()
+    before = q.stats()
+    q.put(1)
+    assert before.size == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.size = 1  # type: ignore[misc]
+
+
+def test_stats_count_the_threads_waiting_to_get() -> None:
+    q = SafeQueue[int]()
+    seen: list[QueueStats] = []
+
+    def look_then_feed() -> None:
+        seen.append(q.stats())
+        q.put_many([1, 2])
+
+    getters = start_blocked(
+        q, [lambda: q.get(timeout=WAIT), lambda: q.get_many(1, timeout=WAIT)], look_then_feed, "get"
+    )
+    results_of(getters)
+    assert seen[0].getters_waiting == 2
+    assert seen[0].get_blocked_seconds == 0.0  # only waits that have ended count
+    after = q.stats()
+    assert after.getters_waiting == 0
+    assert after.get_blocked_seconds > 0.0
+
+
+def test_stats_count_the_threads_waiting_to_put() -> None:
+    q = SafeQueue[int](maxsize=1)
+    q.put(0)
+    seen: list[QueueStats] = []
+
+    def look_then_drain() -> None:
+        seen.append(q.stats())
+        for _ in range(3):
+            q.get(timeout=WAIT)
+
+    putters = start_blocked(
+        q,
+        [lambda: q.put(1, timeout=WAIT), lambda: q.put_many([2], timeout=WAIT)],
+        look_then_drain,
+        "put",
+    )
+    results_of(putters)
+    assert seen[0].putters_waiting == 2
+    assert seen[0].put_blocked_seconds == 0.0
+    after = q.stats()
+    assert after.putters_waiting == 0
+    assert after.put_blocked_seconds > 0.0
+
+
+def test_blocked_seconds_grow_only_when_a_thread_really_blocked() -> None:
+    q = SafeQueue[int](maxsize=1)
+    q.put_nowait(1)  # none of these wait
+    q.get_nowait()
+    q.put(1, timeout=WAIT)
+    q.get(timeout=WAIT)
+    with pytest.raises(Empty):
+        q.get_nowait()
+    q.put(1)
+    with pytest.raises(Full):
+        q.put_nowait(2)
+    stats = q.stats()
+    assert (stats.put_blocked_seconds, stats.get_blocked_seconds) == (0.0, 0.0)
+
+    with pytest.raises(Full):
+        q.put(2, timeout=SHORT)
+    assert q.stats().put_blocked_seconds >= SHORT
+    assert q.stats().get_blocked_seconds == 0.0
+    q.get_nowait()
+    with pytest.raises(Empty):
+        q.get(timeout=SHORT)
+    assert q.stats().get_blocked_seconds >= SHORT
+
+
+# -- iteration and repr ------------------------------------------------------------------
+
+
+def test_iterating_yields_the_items_until_shutdown_and_drained() -> None:
+    q = SafeQueue[int]()
+    q.put_many([1, 2, 3])
+    q.shutdown()
+    assert run_in_thread(lambda: list(q)) == [1, 2, 3]
+    assert run_in_thread(lambda: list(q)) == []
+
+
+def test_iterating_waits_for_more_items_until_the_queue_shuts_down() -> None:
+    q = SafeQueue[int](maxsize=2)
+    fired = Trigger()
+    consumer = ThreadCall(lambda: list(q), name="consumer", trigger=fired).start()
+    for item in range(5):
+        q.put(item, timeout=WAIT)
+    wait_for(lambda: q.stats().getters_waiting == 1, "the consumer to wait for more")
+    assert consumer.thread.is_alive(), "iteration ended before the queue shut down"
+    fired.fire()
+    q.shutdown()
+    assert consumer.result() == [0, 1, 2, 3, 4]
+
+
+def test_iteration_ends_at_once_after_immediate_shutdown() -> None:
+    q = SafeQueue[int]()
+    q.put_many([1, 2])
+    q.shutdown(immediate=True)
+    assert run_in_thread(lambda: list(q)) == []
+
+
+def test_iteration_ends_when_the_last_producer_closes() -> None:
+    q = SafeQueue[str]()
+    p = q.producer()
+    p.put("a")
+    assert do_blocking_test(q, lambda: list(q), p.close, waiting="get") == ["a"]
+
+
+def test_repr_shows_the_size_the_maxsize_and_shutdown() -> None:
+    q = SafeQueue[int](maxsize=3)
+    assert repr(q) == "<SafeQueue size=0 maxsize=3>"
+    q.put(1)
+    q.shutdown()
+    assert repr(q) == "<SafeQueue size=1 maxsize=3 shutdown>"
+
+
+def test_repr_names_the_subclass() -> None:
+    assert repr(LifoSafeQueue()) == "<LifoSafeQueue size=0 maxsize=0>"
+
+
+def test_producer_repr_says_whether_it_is_open() -> None:
+    q = SafeQueue[int]()
+    p = q.producer()
+    assert repr(p) == "<Producer open on <SafeQueue size=0 maxsize=0>>"
+    p.close()
+    assert repr(p) == "<Producer closed on <SafeQueue size=0 maxsize=0 shutdown>>"
+
+
+# -- the ordered hand-off ------------------------------------------------------------------
+
+
+def test_get_many_ticketed_numbers_the_batches_in_the_order_taken() -> None:
+    q = SafeQueue[int]()
+    q.put_many(range(5))
+    assert q._get_many_ticketed(2) == (0, [0, 1])
+    assert q._get_many_ticketed(2) == (1, [2, 3])
+    assert q._get_many_ticketed(2) == (2, [4])
+    assert q.stats().gets == 5
+
+
+def test_get_many_ticketed_blocks_until_an_item_arrives() -> None:
+    q = SafeQueue[int]()
+    got = do_blocking_test(q, lambda: q._get_many_ticketed(3), lambda: q.put(7), "get")
+    assert got == (0, [7])
+
+
+@pytest.mark.parametrize("immediate", [False, True])
+def test_get_many_ticketed_raises_shutdown_once_shut_down_and_empty(immediate: bool) -> None:
+    q = SafeQueue[int]()
+    q.put(1)
+    q.shutdown(immediate=immediate)
+    if not immediate:
+        assert q._get_many_ticketed(3) == (0, [1])
+    with pytest.raises(ShutDown):
+        run_in_thread(lambda: q._get_many_ticketed(3))
+    fresh = SafeQueue[int]()
+    with pytest.raises(ShutDown):
+        do_blocking_test(
+            fresh,
+            lambda: fresh._get_many_ticketed(3),
+            lambda: fresh.shutdown(immediate=immediate),
+            "get",
+        )
+
+
+def test_batches_handed_on_out_of_order_come_out_in_ticket_order() -> None:
+    q = SafeQueue[str]()
+    q._put_many_in_turn(2, ["e"], window=8)
+    q._put_many_in_turn(1, ["c", "d"], window=8)
+    assert q.empty()  # early batches are parked, not queued
+    q._put_many_in_turn(0, ["a", "b"], window=8)
+    assert q.get_many(10, timeout=0) == ["a", "b", "c", "d", "e"]
+    q._put_many_in_turn(3, ["f"], window=8)  # the turn moved on to 3
+    assert q.get_many(10, timeout=0) == ["f"]
+    assert q.stats().puts == 6
+
+
+def test_an_empty_batch_still_takes_its_turn() -> None:
+    q = SafeQueue[str]()
+    q._put_many_in_turn(1, ["b"], window=4)
+    q._put_many_in_turn(0, [], window=4)
+    assert q.get_many(10, timeout=0) == ["b"]
+
+
+def test_a_ticket_less_than_a_window_ahead_is_parked_without_waiting() -> None:
+    q = SafeQueue[str]()
+    run_in_thread(lambda: q._put_many_in_turn(2, ["c"], window=3))
+    assert q.empty()
+
+
+def test_a_ticket_a_window_ahead_waits_until_the_turn_advances() -> None:
+    q = SafeQueue[str]()
+    fired = Trigger()
+    waiter = ThreadCall(
+        lambda: q._put_many_in_turn(2, ["c"], window=1), name="ticket_2", trigger=fired
+    ).start()
+    waiter.thread.join(TRIGGER_DELAY)
+    assert waiter.thread.is_alive(), "ticket 2 went ahead with the turn at 0 and window 1"
+    q._put_many_in_turn(0, ["a"], window=1)
+    waiter.thread.join(TRIGGER_DELAY)
+    assert waiter.thread.is_alive(), "ticket 2 went ahead with the turn at 1 and window 1"
+    fired.fire()
+    q._put_many_in_turn(1, ["b"], window=1)
+    waiter.result()
+    assert q.get_many(10, timeout=0) == ["a", "b", "c"]
+
+
+def test_a_window_waiter_parks_its_batch_once_the_turn_comes_close_enough() -> None:
+    q = SafeQueue[str]()
+    do_blocking_test(
+        q,
+        lambda: q._put_many_in_turn(2, ["c"], window=2),
+        lambda: q._put_many_in_turn(0, ["a"], window=2),
+        waiting="other",
+    )
+    assert list(q.queue) == ["a"]  # "c" is parked: the turn is at 1
+    q._put_many_in_turn(1, ["b"], window=2)
+    assert q.get_many(10, timeout=0) == ["a", "b", "c"]
+
+
+def test_immediate_shutdown_wakes_a_window_waiter_with_shutdown() -> None:
+    q = SafeQueue[str]()
+    with pytest.raises(ShutDown):
+        do_blocking_test(
+            q,
+            lambda: q._put_many_in_turn(5, ["f"], window=2),
+            lambda: q.shutdown(immediate=True),
+            waiting="other",
+        )
+
+
+def test_the_turn_holder_waits_for_room_and_then_hands_on_the_parked_batches() -> None:
+    q = SafeQueue[str](maxsize=2)
+    q._put_many_in_turn(1, ["d", "e"], window=4)
+    drained: list[str] = []
+
+    def drain() -> None:
+        while len(drained) < 5:
+            drained.extend(q.get_many(5, timeout=WAIT))
+
+    do_blocking_test(q, lambda: q._put_many_in_turn(0, ["a", "b", "c"], window=4), drain, "put")
+    assert drained == ["a", "b", "c", "d", "e"]
+
+
+def test_several_workers_hand_their_batches_on_in_input_order() -> None:
+    upstream = SafeQueue[int]()
+    downstream = SafeQueue[int](maxsize=4)
+    upstream.put_many(range(500))
+    upstream.shutdown()
+
+    def worker() -> int:
+        batches = 0
+        while True:
+            try:
+                ticket, batch = upstream._get_many_ticketed(7)
+            except ShutDown:
+                return batches
+            downstream._put_many_in_turn(ticket, [x * 2 for x in batch], window=8)
+            batches += 1
+
+    workers = start_threads([worker] * 4, "worker")
+    out = [promptly(lambda: downstream.get(timeout=WAIT)) for _ in range(500)]
+    results_of(workers)
+    assert out == [x * 2 for x in range(500)]
+    assert downstream.empty()
