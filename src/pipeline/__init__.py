@@ -54,6 +54,7 @@ __all__ = [
     "PipelineStateError",
     "PipelineTimeout",
     "Producer",
+    "ProducerError",
     "QueueStats",
     "Retry",
     "RunResult",

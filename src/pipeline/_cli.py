@@ -154,13 +154,15 @@ def build_demo(args: argparse.Namespace) -> Pipeline[int, int]:
     return pipeline
 
 
-def _configure_logging(level: str, *, quiet: bool) -> logging.Handler:
+def _configure_logging(level: str, *, quiet: bool) -> tuple[logging.Handler, int]:
+    # Log the library's hierarchy to stderr; return what to undo afterwards.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
     root = logging.getLogger("pipeline")
+    previous = root.level
     root.addHandler(handler)
     root.setLevel(logging.CRITICAL + 1 if quiet else getattr(logging, level))
-    return handler
+    return handler, previous
 
 
 def _print_report(report: PipelineReport | None, *, as_json: bool) -> None:
@@ -189,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    handler = _configure_logging(args.log_level, quiet=args.quiet)
+    handler, previous_level = _configure_logging(args.log_level, quiet=args.quiet)
     try:
         pipeline = build_demo(args)
         report: PipelineReport | None = None
@@ -212,3 +214,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PIPELINE_ERROR
     finally:
         logging.getLogger("pipeline").removeHandler(handler)
+        logging.getLogger("pipeline").setLevel(previous_level)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -61,7 +62,7 @@ Out = DefaultTypeVar("Out", default=In)
 R = TypeVar("R")
 T = TypeVar("T")
 
-DEFAULT_MAXSIZE = 4096
+DEFAULT_MAXSIZE = 2048
 """Default bound of each stage's input queue, in items."""
 
 
@@ -184,6 +185,8 @@ class _Run:
         # to the raised error as notes. list.append is atomic, on free-threaded
         # builds too, so the first to append wins without a lock.
         self.outcomes: list[tuple[RunStatus, BaseException]] = []
+        # Read by every worker once per batch: a plain attribute, set once.
+        self.cancelled = False
         # The one synchronisation object outside the queue module: it lets a
         # retry back-off sleep be cut short by a cancellation.
         self._stopping = threading.Event()
@@ -191,10 +194,6 @@ class _Run:
         self.elapsed = 0.0
 
     # -- the Supervisor protocol, used by the workers --------------------------
-
-    @property
-    def cancelled(self) -> bool:
-        return self._stopping.is_set()
 
     def fail(self, error: StageError) -> None:
         logger.debug("run failing: %s", error)
@@ -210,6 +209,7 @@ class _Run:
 
     def _end(self, status: RunStatus, reason: BaseException) -> None:
         self.outcomes.append((status, reason))
+        self.cancelled = True
         self._stopping.set()
         for queue in self.queues:
             queue.shutdown(immediate=True)
@@ -257,8 +257,10 @@ class _Run:
                 plans.append((f"{spec.name}-{number + 1}", run_worker, args))
         for name, target, args in plans:
             thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+            # Listed before start(): a Ctrl-C can interrupt start() after the
+            # new thread is already running, and it must still be joined.
+            self.threads.append(thread)
             thread.start()
-            self.threads.append(thread)  # only started threads can be joined
 
     def _feed(self, source: Iterator[Any], handle: Producer[Any], *, in_memory: bool) -> None:
         try:
@@ -305,22 +307,23 @@ class _Run:
         finally:
             self.fed += count
 
-    def outputs(self, deadline: float | None) -> Iterator[list[Any]]:
-        """Yield batches of outputs until the last stage ends or the run stops."""
+    def next_outputs(self, deadline: float | None) -> list[Any]:
+        """Return the next batch of outputs; ``[]`` once the run has ended."""
         final = self.queues[-1]
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - monotonic())
+        if deadline is None:
             try:
-                batch = final.get_many(MAX_BATCH, timeout)
+                return final._get_batch(MAX_BATCH)
             except ShutDown:
-                return
-            except Empty:
-                self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
-                return
-            yield batch
-            if deadline is not None and monotonic() >= deadline:
-                self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
-                return
+                return []
+        try:
+            batch = final.get_many(MAX_BATCH, max(0.0, deadline - monotonic()))
+        except ShutDown:
+            return []
+        except Empty:
+            batch = []
+        if not batch or monotonic() >= deadline:
+            self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+        return batch
 
     def collect(self, deadline: float | None) -> list[Any]:
         """Wait for the end of the run, then take every output at once.
@@ -335,7 +338,7 @@ class _Run:
         outputs: list[Any] = []
         try:
             while True:
-                outputs += final.get_many(MAX_BATCH, 0)
+                outputs += final.get_many(sys.maxsize, 0)  # all of it: one list copy
         except (ShutDown, Empty):
             pass
         self.delivered = len(outputs)
@@ -344,7 +347,7 @@ class _Run:
     def join(self) -> None:
         """Join every thread of the run."""
         for thread in self.threads:
-            thread.join()
+            _join(thread)
         if self.claimed and isinstance(self.source, SafeQueue):
             self.source._release_tickets(self)
         self.elapsed = perf_counter() - self.started
@@ -743,7 +746,7 @@ class Pipeline(Generic[In, Out]):
         try:
             try:
                 run.start()
-                for batch in run.outputs(deadline):
+                while batch := run.next_outputs(deadline):
                     for item in batch:
                         run.delivered += 1
                         yield item
@@ -801,6 +804,16 @@ class _BatchStage(PipelineStage[Any, list[Any]]):
 
     def process(self, item: Any) -> list[Any]:
         return [item]
+
+
+def _join(thread: threading.Thread) -> None:
+    try:
+        thread.join()
+    except RuntimeError:
+        # start() was interrupted before the thread reported in. If the OS
+        # thread exists it reports in at once; if not, it never will.
+        if thread._started.wait(1.0):  # type: ignore[attr-defined]
+            thread.join()
 
 
 def _function_name(fn: object) -> str | None:

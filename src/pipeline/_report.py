@@ -93,12 +93,15 @@ class StageRecorder:
         self.busy_seconds = 0.0
         self.dead_letters: list[DeadLetter] = []
 
-    def batch_taken(self, count: int) -> None:
-        """``count`` items were taken from the stage's input queue."""
-        self.received += count
+    def batch_done(
+        self, received: int, completed: int, emitted: int, dropped: int, seconds: float
+    ) -> None:
+        """A batch of ``received`` items was processed (or abandoned part way).
 
-    def batch_done(self, completed: int, emitted: int, dropped: int, seconds: float) -> None:
-        """A batch finished: items completed, outputs produced, items that produced none."""
+        ``completed`` of them finished (``dropped`` of those with no output),
+        producing ``emitted`` outputs, in ``seconds`` of processing.
+        """
+        self.received += received
         self.completed += completed
         self.emitted += emitted
         self.dropped += dropped

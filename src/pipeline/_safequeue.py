@@ -467,6 +467,23 @@ class SafeQueue(Generic[T]):
             except ShutDown:
                 return
 
+    # -- the runner's batch hand-off: arguments already validated --------------
+
+    def _get_batch(self, max_items: int) -> list[T]:
+        # get_many(max_items) without the argument checks: one item of latency
+        # through a pipeline pays for every call on this path.
+        with self.mutex:
+            if not self._qsize():
+                if self.is_shutdown:
+                    raise ShutDown
+                self._wait_for_items(None)
+            return self._take_locked(max_items)
+
+    def _put_batch(self, items: list[T]) -> None:
+        # put_many(items) for a list, without the argument checks.
+        with self.mutex:
+            self._put_many_locked(items, None)
+
     # -- the ordered hand-off used by multi-worker ordered stages ---------------
     # A worker takes a numbered batch from its input queue (a ticket) and, when
     # done, hands its outputs to the downstream queue with that ticket. The
@@ -537,21 +554,25 @@ class SafeQueue(Generic[T]):
     # -- internals: called with the mutex held ----------------------------------
 
     def _take_locked(self, max_items: int) -> list[T]:
-        n = min(max_items, self._qsize())
         if self._plain_deque:
+            # Inlined bookkeeping: this runs once per batch on every hop.
             items = self.queue
-            if n == len(items):
+            n = len(items)
+            if n <= max_items:
                 taken = list(items)
                 items.clear()
             else:
+                n = max_items
                 # starmap calls popleft n times from C: about 3x faster than
                 # a comprehension.
                 taken = list(starmap(items.popleft, repeat((), n)))
-            self._count_get_locked(n)
+            self._gets += n
+            if self._sleeping_putters:
+                self.not_full.notify(n)
             return taken
         taken = []
         try:
-            for _ in range(n):
+            for _ in range(min(max_items, self._qsize())):
                 taken.append(self._get())
         finally:
             # A subclass hook that raises has still taken the items before it.
@@ -567,14 +588,27 @@ class SafeQueue(Generic[T]):
         if self.is_shutdown:
             raise ShutDown
         total = len(items)
-        done = 0
         maxsize = self.maxsize
+        if self._plain_deque:
+            queue = self.queue
+            if maxsize <= 0 or len(queue) + total <= maxsize:
+                # The common case, inlined: everything fits at once.
+                queue.extend(items)
+                self.unfinished_tasks += total
+                self._puts += total
+                size = len(queue)
+                if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
+                    self._peak = size
+                if self._sleeping_getters:
+                    self.not_empty.notify(total)
+                return
+        done = 0
         while done < total:
             room = total - done if maxsize <= 0 else maxsize - self._qsize()
             if room <= 0:
                 self._wait_for_room(1, deadline)
                 continue
-            chunk = items if done == 0 and room >= total else items[done : done + room]
+            chunk = items[done : done + room]
             if self._plain_deque:
                 self.queue.extend(chunk)
                 n = len(chunk)

@@ -161,9 +161,8 @@ class StageSpec:
 class Supervisor(Protocol):
     """What a worker needs from the run that owns it."""
 
-    @property
-    def cancelled(self) -> bool:
-        """Whether the run is being torn down."""
+    cancelled: bool
+    """Whether the run is being torn down (a plain attribute: read once per batch)."""
 
     def fail(self, error: StageError) -> None:
         """Report an error that must stop the run (first one wins)."""
@@ -189,13 +188,14 @@ def _stop_iteration_error() -> RuntimeError:
 class BatchRunner:
     """Process one batch with the stage's error policy; record what happened.
 
-    One per worker. ``__call__`` returns the outputs of the batch in input
-    order. Fail-fast errors are reported to the supervisor and end the worker
-    with ``_Abort``, after the part of the batch done so far was recorded.
+    One per worker. ``run(batch)`` returns the outputs of the batch in input
+    order, and records the batch (one recorder call). Fail-fast errors are
+    reported to the supervisor and end the worker with ``_Abort``, after the
+    part of the batch done so far was recorded.
     """
 
     __slots__ = ("_attempt", "call", "kind", "last_seconds", "name", "on_error", "recorder",
-                 "retry", "supervisor")  # fmt: skip
+                 "retry", "run", "supervisor")  # fmt: skip
 
     def __init__(
         self,
@@ -216,26 +216,25 @@ class BatchRunner:
         # A retried MANY item is materialised, so a failure halfway through its
         # outputs emits none of them.
         self._attempt: Callable[[Any], Any] = (
-            (lambda item: list(call(item))) if spec.kind is StageKind.MANY else call
+            (lambda item: list(call(item))) if kind is StageKind.MANY else call
+        )
+        self.run: Callable[[list[Any]], list[Any]] = (
+            self._one
+            if kind is StageKind.ONE
+            else self._filter
+            if kind is StageKind.FILTER
+            else self._many
         )
 
-    def __call__(self, batch: list[Any]) -> list[Any]:
-        """Return the outputs of ``batch``."""
-        started = perf_counter()
-        if self.kind is StageKind.ONE:
-            out = self._one(batch, started)
-        elif self.kind is StageKind.FILTER:
-            out = self._filter(batch, started)
-        else:
-            out = self._many(batch, started)
-        return out
-
-    def _done(self, completed: int, emitted: int, dropped: int, started: float) -> None:
+    def _done(
+        self, received: int, completed: int, emitted: int, dropped: int, started: float
+    ) -> None:
         seconds = perf_counter() - started
         self.last_seconds = seconds
-        self.recorder.batch_done(completed, emitted, dropped, seconds)
+        self.recorder.batch_done(received, completed, emitted, dropped, seconds)
 
-    def _one(self, batch: list[Any], started: float) -> list[Any]:
+    def _one(self, batch: list[Any]) -> list[Any]:
+        started = perf_counter()
         out: list[Any] = []
         call = self.call
         start = failed = 0
@@ -256,15 +255,16 @@ class BatchRunner:
                 except _Skipped:
                     failed += 1
                 except _Abort:
-                    self._done(index - failed, len(out), 0, started)
+                    self._done(len(batch), index - failed, len(out), 0, started)
                     raise
                 start = index + 1
                 if start == len(batch):
                     break
-        self._done(len(batch) - failed, len(out), 0, started)
+        self._done(len(batch), len(batch) - failed, len(out), 0, started)
         return out
 
-    def _filter(self, batch: list[Any], started: float) -> list[Any]:
+    def _filter(self, batch: list[Any]) -> list[Any]:
+        started = perf_counter()
         keep: list[Any] = []
         call = self.call
         start = failed = 0
@@ -285,17 +285,19 @@ class BatchRunner:
                     keep.append(False)
                 except _Abort:
                     passed = sum(1 for flag in keep if flag)
-                    self._done(index - failed, passed, index - failed - passed, started)
+                    completed = index - failed
+                    self._done(len(batch), completed, passed, completed - passed, started)
                     raise
                 start = index + 1
                 if start == len(batch):
                     break
         out = list(compress(batch, keep))
         completed = len(batch) - failed
-        self._done(completed, len(out), completed - len(out), started)
+        self._done(len(batch), completed, len(out), completed - len(out), started)
         return out
 
-    def _many(self, batch: list[Any], started: float) -> list[Any]:
+    def _many(self, batch: list[Any]) -> list[Any]:
+        started = perf_counter()
         out: list[Any] = []
         call = self.call
         failed = dropped = 0
@@ -311,11 +313,11 @@ class BatchRunner:
                     failed += 1
                     continue
                 except _Abort:
-                    self._done(index - failed, len(out), dropped, started)
+                    self._done(len(batch), index - failed, len(out), dropped, started)
                     raise
             if len(out) == mark:
                 dropped += 1
-        self._done(len(batch) - failed, len(out), dropped, started)
+        self._done(len(batch), len(batch) - failed, len(out), dropped, started)
         return out
 
     def _recover(self, item: Any, exc: Exception) -> Any:
@@ -392,9 +394,14 @@ def _item_loop(
     supervisor: Supervisor,
     recorder: StageRecorder,
 ) -> None:
+    # The hot loop: one get, one run, one put per batch, and nothing else that
+    # costs a call; a lone item's latency pays for every line here.
     runner = BatchRunner(spec, stage, recorder, supervisor)
+    process = runner.run
     downstream = outbox.queue
     in_turn = spec.ordered and spec.workers > 1
+    take = inbox._get_batch
+    give = downstream._put_batch
     # Up to this many finished batches may wait for an earlier one to be
     # handed on; then the worker itself waits. Bounded reorder window.
     window = 2 * spec.workers
@@ -405,14 +412,19 @@ def _item_loop(
             if in_turn:
                 ticket, batch = inbox._get_many_ticketed(cap)
             else:
-                batch = inbox.get_many(cap)
-            recorder.batch_taken(len(batch))
-            out = runner(batch)
-            cap = next_batch_cap(runner.last_seconds, len(batch))
+                batch = take(cap)
+            out = process(batch)
+            # Size the next batch to take about BATCH_TARGET_SECONDS.
+            seconds = runner.last_seconds
+            cap = (
+                max(1, min(MAX_BATCH, int(BATCH_TARGET_SECONDS * len(batch) / seconds)))
+                if seconds > 0.0
+                else MAX_BATCH
+            )
             if in_turn:
                 downstream._put_many_in_turn(ticket, out, window)
             elif out:
-                outbox.put_many(out)
+                give(out)
     except ShutDown:
         return
 
@@ -432,7 +444,7 @@ def _batch_loop(
     def emit() -> None:
         nonlocal buffer
         batch, buffer = buffer, []
-        recorder.batch_done(len(batch), 1, 0, 0.0)
+        recorder.batch_done(0, len(batch), 1, 0, 0.0)
         outbox.put(batch)
 
     try:
@@ -449,7 +461,7 @@ def _batch_loop(
                 if buffer and not supervisor.cancelled:
                     emit()
                 return
-            recorder.batch_taken(len(items))
+            recorder.batch_done(len(items), 0, 0, 0, 0.0)
             if not buffer and max_wait is not None:
                 deadline = monotonic() + max_wait
             buffer.extend(items)
