@@ -1,0 +1,1013 @@
+"""Errors, policies and cancellation: fail-fast, skip, retry, cancel, timeout, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from itertools import count
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+import pipeline
+from pipeline import (
+    DeadLetter,
+    OnError,
+    Pipeline,
+    PipelineCancelled,
+    PipelineError,
+    PipelineReport,
+    PipelineStage,
+    PipelineTimeout,
+    Retry,
+    StageError,
+)
+from tests.conftest import WAIT
+
+MAIN = Path(__file__).resolve().parent.parent
+
+
+class Boom(Exception):
+    """The exception the tests inject."""
+
+
+def _innermost_frame(tb: TracebackType | None) -> str:
+    frames = traceback.extract_tb(tb)
+    assert frames, "the exception lost its traceback"
+    return frames[-1].name
+
+
+def _threads_since(before: set[threading.Thread]) -> list[str]:
+    return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
+class Join:
+    """Run a function in a thread now; ``join()`` waits for it and re-raises its error."""
+
+    def __init__(self, target: Callable[[], object], name: str = "test-helper") -> None:
+        self.error: BaseException | None = None
+        self.result: object = None
+
+        def body() -> None:
+            try:
+                self.result = target()
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=body, name=name, daemon=True)
+        self.thread.start()
+
+    def join(self) -> object:
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive(), "helper thread did not finish in time"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class FailOn(PipelineStage[int]):
+    """Raise a fresh Boom on the chosen items; keep each raised object."""
+
+    def __init__(self, *bad: int, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.bad = set(bad)
+        self.raised: list[Boom] = []
+        self.lock = threading.Lock()
+
+    def process(self, item: int) -> int:
+        if item in self.bad:
+            error = Boom(f"bad item {item}")
+            with self.lock:
+                self.raised.append(error)
+            raise error
+        return item
+
+
+def _assert_failed_report(report: PipelineReport | None) -> PipelineReport:
+    assert report is not None
+    assert report.status == "failed"
+    assert report.balanced
+    for stage in report.stages:
+        assert stage.arrived == stage.completed + stage.failed + stage.not_processed
+    return report
+
+
+# -- fail-fast ------------------------------------------------------------------------
+
+
+def test_fail_fast_raises_stage_error_naming_the_stage_and_the_item() -> None:
+    stage = FailOn(3, name="picky")
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(lambda x: x).add(stage).run(range(10))
+    error = caught.value
+    assert isinstance(error, PipelineError)
+    assert (error.stage, error.item, error.has_item, error.where) == ("picky", 3, True, "process")
+    assert "'picky'" in str(error)
+    assert "item 3" in str(error)
+    assert "Boom('bad item 3')" in str(error)
+
+
+def test_stage_error_cause_is_the_original_exception_with_its_traceback() -> None:
+    stage = FailOn(3)
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().add(stage).run(range(10))
+    (raised,) = stage.raised
+    assert caught.value.__cause__ is raised
+    assert _innermost_frame(raised.__traceback__) == "process"
+    # the chain prints both errors
+    text = "".join(traceback.format_exception(caught.value))
+    assert "Boom: bad item 3" in text
+    assert "StageError" in text
+
+
+def test_fail_fast_report_is_attached_failed_and_balanced() -> None:
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(lambda x: x + 1, workers=2).add(FailOn(50)).run(range(1000))
+    report = _assert_failed_report(caught.value.report)
+    assert report.items_read >= 50
+    assert report.stages[1].completed >= 49
+
+
+def test_fail_fast_stops_reading_an_infinite_source() -> None:
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().add(FailOn(100), workers=3).run(count())
+    _assert_failed_report(caught.value.report)
+
+
+def test_fail_fast_names_a_function_stage_and_a_duplicate_name() -> None:
+    def check(x: int) -> int:
+        if x == 2:
+            raise Boom(x)
+        return x
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(lambda x: x, name="check").map(check).run(range(5))
+    assert caught.value.stage == "check #2"
+    assert caught.value.item == 2
+
+
+def test_a_failing_none_item_is_reported_as_an_item() -> None:
+    def reject_none(x: int | None) -> int:
+        if x is None:
+            raise Boom("none")
+        return x
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int | None]().map(reject_none).run([1, None, 2])
+    assert caught.value.item is None
+    assert caught.value.has_item
+    assert "item None" in str(caught.value)
+
+
+def test_stream_raises_stage_error_from_next_and_sets_the_report() -> None:
+    outputs = Pipeline[int]().add(FailOn(5)).stream(count())
+    received: list[int] = []
+    with pytest.raises(StageError) as caught:
+        received.extend(outputs)
+    assert received == list(range(len(received)))
+    assert len(received) <= 5
+    report = _assert_failed_report(outputs.report)
+    assert caught.value.report is report
+    assert report.outputs == len(received)
+
+
+def test_several_failing_workers_raise_one_stage_error() -> None:
+    barrier = threading.Barrier(3, timeout=WAIT)
+
+    def all_fail(x: int) -> int:
+        barrier.wait()  # all three workers fail at the same time
+        raise Boom(x)
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(all_fail, workers=3).run(range(3))
+    assert isinstance(caught.value.__cause__, Boom)
+    _assert_failed_report(caught.value.report)
+
+
+# -- hooks and source ------------------------------------------------------------------
+
+
+def test_an_error_in_on_start_fails_the_run() -> None:
+    problem = OSError("no connection")
+
+    class BadStart(PipelineStage[int]):
+        def on_start(self) -> None:
+            raise problem
+
+        def process(self, item: int) -> int:
+            return item
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().add(BadStart(name="db")).run(range(10))
+    error = caught.value
+    assert (error.stage, error.where, error.has_item, error.item) == ("db", "on_start", False, None)
+    assert error.__cause__ is problem
+    assert _innermost_frame(problem.__traceback__) == "on_start"
+    assert "on_start()" in str(error)
+    _assert_failed_report(error.report)
+
+
+def test_an_error_in_on_stop_fails_an_otherwise_complete_run() -> None:
+    problem = OSError("flush failed")
+
+    class BadStop(PipelineStage[int]):
+        def process(self, item: int) -> int:
+            return item
+
+        def on_stop(self) -> None:
+            raise problem
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().add(BadStop(name="writer")).run(range(10))
+    error = caught.value
+    assert (error.stage, error.where, error.has_item) == ("writer", "on_stop", False)
+    assert error.__cause__ is problem
+    assert "on_stop()" in str(error)
+    report = _assert_failed_report(error.report)
+    assert report.stages[0].completed == 10
+
+
+def test_an_error_in_on_stop_after_another_failure_keeps_the_first_error() -> None:
+    class Both(FailOn):
+        def on_stop(self) -> None:
+            raise OSError("cleanup failed too")
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().add(Both(4, name="both")).run(range(10))
+    assert caught.value.where == "process"
+    assert isinstance(caught.value.__cause__, Boom)
+    notes = getattr(caught.value, "__notes__", [])
+    assert any("cleanup failed too" in note for note in notes)
+
+
+def test_an_error_in_the_source_iterator_fails_the_run() -> None:
+    problem = ValueError("corrupt record")
+
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise problem
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(lambda x: x).run(source())
+    error = caught.value
+    assert (error.stage, error.where, error.has_item) == ("source", "source", False)
+    assert error.__cause__ is problem
+    assert _innermost_frame(problem.__traceback__) == "source"
+    assert "source iterator" in str(error)
+    report = _assert_failed_report(error.report)
+    assert report.items_read == 2
+
+
+def test_an_error_from_a_source_iterator_class_fails_the_run() -> None:
+    class Broken:
+        def __iter__(self) -> Iterator[int]:
+            return self
+
+        def __next__(self) -> int:
+            raise KeyError("gone")
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(lambda x: x).run(Broken())
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert caught.value.where == "source"
+
+
+# -- one helper to add a stage of each kind ---------------------------------------------
+
+KINDS = ["class", "generator", "map", "filter", "flat_map", "each"]
+
+
+def _add_kind(
+    pipeline: Pipeline[int, int],
+    kind: str,
+    fn: Callable[[int], int],
+    *,
+    on_error: OnError = "raise",
+    retry: Retry | None = None,
+    workers: int = 1,
+) -> None:
+    """Add a stage named "s" that applies ``fn`` (inputs must be truthy for filter)."""
+
+    class Cls(PipelineStage[int]):
+        def process(self, item: int) -> int:
+            return fn(item)
+
+    class Gen(PipelineStage[int]):
+        def process(self, item: int) -> Iterator[int]:
+            yield fn(item)
+
+    if kind == "class":
+        pipeline.add(Cls(), name="s", on_error=on_error, retry=retry, workers=workers)
+    elif kind == "generator":
+        pipeline.add(Gen(), name="s", on_error=on_error, retry=retry, workers=workers)
+    elif kind == "map":
+        pipeline.map(fn, name="s", on_error=on_error, retry=retry, workers=workers)
+    elif kind == "filter":
+        pipeline.filter(fn, name="s", on_error=on_error, retry=retry, workers=workers)
+    elif kind == "flat_map":
+        pipeline.flat_map(
+            lambda x: [fn(x)], name="s", on_error=on_error, retry=retry, workers=workers
+        )
+    else:
+        assert kind == "each"
+        pipeline.each(fn, name="s", on_error=on_error, retry=retry, workers=workers)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fail_fast_works_for_every_kind_of_stage(kind: str) -> None:
+    def bad(x: int) -> int:
+        if x == 7:
+            raise Boom(x)
+        return x
+
+    pipeline = Pipeline[int]()
+    _add_kind(pipeline, kind, bad)
+    with pytest.raises(StageError) as caught:
+        pipeline.run(range(1, 20))
+    assert (caught.value.stage, caught.value.item) == ("s", 7)
+    assert isinstance(caught.value.__cause__, Boom)
+    _assert_failed_report(caught.value.report)
+
+
+# -- StopIteration is an error, never a silent end ------------------------------------
+
+
+def _stop_on_3(x: int) -> int:
+    if x == 3:
+        raise StopIteration
+    return x
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_iteration_in_process_fails_the_run(kind: str) -> None:
+    pipeline = Pipeline[int]()
+    _add_kind(pipeline, kind, _stop_on_3)
+    with pytest.raises(StageError) as caught:
+        pipeline.run(range(1, 10))
+    assert (caught.value.stage, caught.value.item) == ("s", 3)
+    assert "StopIteration" in str(caught.value)
+    _assert_failed_report(caught.value.report)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_iteration_in_process_drops_no_other_item(kind: str) -> None:
+    pipeline = Pipeline[int]()
+    _add_kind(pipeline, kind, _stop_on_3, on_error="skip")
+    result = pipeline.run(range(1, 2000))
+    assert result.outputs == [x for x in range(1, 2000) if x != 3]
+    assert [letter.item for letter in result.report.dead_letters] == [3]
+    assert result.report.failed == 1
+    assert result.report.balanced
+
+
+# -- skip --------------------------------------------------------------------------------
+
+
+class Recorded:
+    """A function failing on chosen items, keeping each exception it raised."""
+
+    def __init__(self, bad: Callable[[int], bool], *, failures_per_item: int | None = None):
+        self.bad = bad
+        self.failures_per_item = failures_per_item  # None: fail every try
+        self.lock = threading.Lock()
+        self.raised: dict[int, list[Boom]] = {}
+        self.tries: dict[int, list[float]] = {}
+
+    def __call__(self, x: int) -> int:
+        with self.lock:
+            self.tries.setdefault(x, []).append(time.monotonic())
+            if not self.bad(x):
+                return x
+            mine = self.raised.setdefault(x, [])
+            if self.failures_per_item is not None and len(mine) >= self.failures_per_item:
+                return x
+            error = Boom(f"try {len(mine) + 1} of {x}")
+            mine.append(error)
+        raise error
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_skip_records_dead_letters_and_goes_on(kind: str) -> None:
+    fn = Recorded(lambda x: x % 10 == 3)
+    pipeline = Pipeline[int]()
+    _add_kind(pipeline, kind, fn, on_error="skip", workers=2)
+    result = pipeline.run(range(1, 100))
+    assert result.outputs == [x for x in range(1, 100) if x % 10 != 3]
+    letters = sorted(result.report.dead_letters, key=lambda d: d.item)
+    assert [d.item for d in letters] == list(range(3, 100, 10))
+    for letter in letters:
+        assert isinstance(letter, DeadLetter)
+        assert letter.stage == "s"
+        assert letter.attempts == 1
+        assert letter.exception is fn.raised[letter.item][0]
+    report = result.report
+    assert report.status == "completed"
+    assert report.failed == report.stages[0].failed == 10
+    assert report.balanced
+
+
+def test_skip_discards_the_partial_outputs_of_a_failing_generator() -> None:
+    class HalfThenFail(PipelineStage[int, str]):
+        def process(self, item: int) -> Iterator[str]:
+            yield f"{item}a"
+            if item == 2:
+                raise Boom(item)
+            yield f"{item}b"
+
+    result = Pipeline[int]().add(HalfThenFail(), on_error="skip").run([1, 2, 3])
+    assert result.outputs == ["1a", "1b", "3a", "3b"]
+    assert [d.item for d in result.report.dead_letters] == [2]
+    assert result.report.balanced
+
+
+def test_skip_in_one_stage_does_not_change_fail_fast_in_another() -> None:
+    def later(x: int) -> int:
+        if x == 8:
+            raise Boom(x)
+        return x
+
+    with pytest.raises(StageError) as caught:
+        (
+            Pipeline[int]()
+            .map(Recorded(lambda x: x == 2), name="lenient", on_error="skip")
+            .map(later, name="strict")
+            .run(range(10))
+        )
+    assert caught.value.stage == "strict"
+    report = _assert_failed_report(caught.value.report)
+    assert [d.item for d in report.dead_letters] == [2]
+
+
+def test_dead_letters_keep_the_item_for_replay() -> None:
+    payload = {"id": 7}
+    result = (
+        Pipeline[dict[str, int]]().map(lambda d: 1 // (d["id"] - 7), on_error="skip").run([payload])
+    )
+    (letter,) = result.report.dead_letters
+    assert letter.item is payload
+    assert isinstance(letter.exception, ZeroDivisionError)
+    assert letter.to_dict()["item"] == "{'id': 7}"
+
+
+# -- retry -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retry_succeeds_on_a_later_try(kind: str) -> None:
+    fn = Recorded(lambda x: x % 5 == 0, failures_per_item=2)
+    pipeline = Pipeline[int]()
+    retry = Retry(attempts=3, backoff=0.0, jitter=0.0)
+    _add_kind(pipeline, kind, fn, retry=retry, workers=2)
+    result = pipeline.run(range(1, 50))
+    assert result.outputs == list(range(1, 50))
+    assert result.report.dead_letters == ()
+    assert result.report.stages[0].retried == 2 * 9
+    assert all(len(fn.tries[x]) == 3 for x in range(5, 50, 5))
+    assert all(len(fn.tries[x]) == 1 for x in range(1, 50) if x % 5)
+    assert result.report.status == "completed"
+
+
+def test_retry_gives_up_after_attempts_then_fail_fast_applies() -> None:
+    fn = Recorded(lambda x: x == 4)
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(fn, name="s", retry=Retry(attempts=3, backoff=0.0)).run(range(10))
+    assert len(fn.tries[4]) == 3
+    assert caught.value.item == 4
+    assert caught.value.__cause__ is fn.raised[4][-1]  # the last try's exception
+    report = _assert_failed_report(caught.value.report)
+    assert report.stages[0].retried == 2
+
+
+def test_retry_gives_up_after_attempts_then_skip_applies() -> None:
+    fn = Recorded(lambda x: x in {4, 6})
+    result = (
+        Pipeline[int]()
+        .map(fn, name="s", retry=Retry(attempts=4, backoff=0.0), on_error="skip")
+        .run(range(10))
+    )
+    assert result.outputs == [0, 1, 2, 3, 5, 7, 8, 9]
+    letters = sorted(result.report.dead_letters, key=lambda d: d.item)
+    assert [(d.item, d.attempts) for d in letters] == [(4, 4), (6, 4)]
+    assert all(d.exception is fn.raised[d.item][-1] for d in letters)
+    assert result.report.stages[0].retried == 6
+
+
+def test_retry_only_retries_the_exception_types_in_on() -> None:
+    fn = Recorded(lambda x: x == 1)  # raises Boom
+    result = (
+        Pipeline[int]()
+        .map(fn, retry=Retry(attempts=5, backoff=0.0, on=(ConnectionError,)), on_error="skip")
+        .run([0, 1, 2])
+    )
+    assert len(fn.tries[1]) == 1
+    (letter,) = result.report.dead_letters
+    assert letter.attempts == 1
+    assert result.report.stages[0].retried == 0
+
+
+def test_retry_retries_subclasses_of_the_types_in_on() -> None:
+    class Flaky(ConnectionError):
+        pass
+
+    tries: list[int] = []
+
+    def flaky(x: int) -> int:
+        tries.append(x)
+        if len(tries) < 3:
+            raise Flaky
+        return x
+
+    retry = Retry(attempts=3, backoff=0.0, on=OSError)  # type: ignore[arg-type]  # a bare type is accepted
+    assert retry.on == (OSError,)
+    assert Pipeline[int]().map(flaky, retry=retry).run([5]).outputs == [5]
+    assert tries == [5, 5, 5]
+
+
+def test_retry_materialises_generator_outputs_so_a_failed_try_emits_nothing() -> None:
+    tries = 0
+
+    class Flaky(PipelineStage[int, str]):
+        def process(self, item: int) -> Iterator[str]:
+            nonlocal tries
+            yield f"{item}a"
+            if item == 2:
+                tries += 1
+                if tries < 3:
+                    raise Boom(tries)
+            yield f"{item}b"
+
+    result = Pipeline[int]().add(Flaky(), retry=Retry(attempts=3, backoff=0.0)).run([1, 2, 3])
+    assert result.outputs == ["1a", "1b", "2a", "2b", "3a", "3b"]
+
+
+def test_retry_waits_the_backoff_between_tries() -> None:
+    fn = Recorded(lambda x: True)
+    retry = Retry(attempts=3, backoff=0.02, max_delay=0.03, jitter=0.0)
+    with pytest.raises(StageError):
+        Pipeline[int]().map(fn, retry=retry).run([1])
+    first, second, third = fn.tries[1]
+    assert second - first >= 0.02 - 0.001
+    assert third - second >= 0.03 - 0.001  # min(max_delay, 0.02 * 2)
+
+
+def test_cancel_cuts_a_retry_backoff_short() -> None:
+    failed_once = threading.Event()
+
+    def always(x: int) -> int:
+        failed_once.set()
+        raise Boom(x)
+
+    pipeline = Pipeline[int]().map(always, retry=Retry(attempts=2, backoff=60.0, max_delay=60.0))
+
+    def cancel() -> None:
+        assert failed_once.wait(WAIT)
+        pipeline.cancel()
+
+    canceller = Join(cancel)
+    started = time.monotonic()
+    with pytest.raises(PipelineCancelled) as caught:
+        pipeline.run([1, 2, 3])
+    canceller.join()
+    assert time.monotonic() - started < WAIT
+    report = caught.value.report
+    assert report is not None
+    assert report.status == "cancelled"
+    assert report.balanced
+    assert report.stages[0].retried == 1
+
+
+def test_a_timeout_cuts_a_retry_backoff_short() -> None:
+    def always(x: int) -> int:
+        raise Boom(x)
+
+    pipeline = Pipeline[int]().map(always, retry=Retry(attempts=2, backoff=60.0, max_delay=60.0))
+    started = time.monotonic()
+    with pytest.raises(PipelineTimeout):
+        pipeline.run([1], timeout=0.05)
+    assert time.monotonic() - started < WAIT
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "parameter"),
+    [
+        ({"attempts": 0}, ValueError, "'attempts'"),
+        ({"attempts": 1.5}, TypeError, "'attempts'"),
+        ({"attempts": True}, TypeError, "'attempts'"),
+        ({"backoff": -1}, ValueError, "'backoff'"),
+        ({"backoff": "1"}, TypeError, "'backoff'"),
+        ({"max_delay": -0.1}, ValueError, "'max_delay'"),
+        ({"max_delay": float("nan")}, ValueError, "'max_delay'"),
+        ({"jitter": 1.5}, ValueError, "'jitter'"),
+        ({"jitter": -0.1}, ValueError, "'jitter'"),
+        ({"on": ()}, ValueError, "'on'"),
+        ({"on": (int,)}, TypeError, "'on'"),
+        ({"on": [ValueError]}, ValueError, "'on'"),
+    ],
+)
+def test_retry_validates_its_options(
+    options: dict[str, object], error: type[Exception], parameter: str
+) -> None:
+    with pytest.raises(error, match=parameter):
+        Retry(**options)  # type: ignore[arg-type]
+
+
+def test_retry_delay_grows_exponentially_up_to_max_delay_with_jitter() -> None:
+    plain = Retry(backoff=0.1, max_delay=0.5, jitter=0.0)
+    assert [plain.delay(n) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.4, 0.5]
+    jittery = Retry(backoff=1.0, max_delay=10.0, jitter=0.5)
+    assert all(0.5 <= jittery.delay(1) <= 1.5 for _ in range(200))
+
+
+# -- cancel ------------------------------------------------------------------------------
+
+
+def _blocking_pipeline() -> tuple[Pipeline[int, int], threading.Event, threading.Event]:
+    """A pipeline whose stage blocks on ``release`` after signalling ``entered``."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    def block(x: int) -> int:
+        entered.set()
+        release.wait(WAIT)
+        return x
+
+    return Pipeline[int]().map(lambda x: x, workers=2).map(block), entered, release
+
+
+def test_cancel_from_another_thread_stops_a_blocked_run() -> None:
+    pipeline, entered, release = _blocking_pipeline()
+
+    def cancel() -> None:
+        assert entered.wait(WAIT)
+        pipeline.cancel()
+        release.set()  # the item in hand finishes; nothing else starts
+
+    canceller = Join(cancel)
+    try:
+        with pytest.raises(PipelineCancelled) as caught:
+            pipeline.run(count())
+    finally:
+        release.set()
+        canceller.join()
+    assert not isinstance(caught.value, PipelineTimeout)
+    report = caught.value.report
+    assert report is not None
+    assert report.status == "cancelled"
+    assert report.balanced
+    assert report.items_read >= 1
+    assert report.not_processed >= 1
+    assert report.stages[1].completed <= 1
+
+
+def test_cancel_stops_a_stream_and_sets_its_report() -> None:
+    pipeline, entered, release = _blocking_pipeline()
+    outputs = pipeline.stream(count())
+
+    def cancel() -> None:
+        assert entered.wait(WAIT)
+        pipeline.cancel()
+        release.set()
+
+    canceller = Join(cancel)
+    try:
+        with pytest.raises(PipelineCancelled):
+            list(outputs)
+    finally:
+        release.set()
+        canceller.join()
+    assert outputs.report is not None
+    assert outputs.report.status == "cancelled"
+    assert outputs.report.balanced
+
+
+def test_cancel_from_inside_a_stage_stops_the_run() -> None:
+    pipeline = Pipeline[int]()
+    pipeline.each(lambda x: pipeline.cancel() if x == 100 else None)
+    with pytest.raises(PipelineCancelled) as caught:
+        pipeline.run(count())
+    assert caught.value.report is not None
+    assert caught.value.report.status == "cancelled"
+    assert caught.value.report.balanced
+
+
+def test_cancel_without_a_run_does_nothing_and_the_pipeline_stays_usable() -> None:
+    pipeline = Pipeline[int]().map(lambda x: x + 1)
+    pipeline.cancel()
+    assert pipeline.run([1, 2]).outputs == [2, 3]
+
+
+def test_cancel_affects_only_its_own_pipeline() -> None:
+    blocked, entered, release = _blocking_pipeline()
+    other = Pipeline[int]().map(lambda x: x * 2)
+
+    def cancel() -> None:
+        assert entered.wait(WAIT)
+        blocked.cancel()
+        release.set()
+
+    canceller = Join(cancel)
+    try:
+        with pytest.raises(PipelineCancelled):
+            blocked.run(count())
+    finally:
+        release.set()
+        canceller.join()
+    assert other.run([1, 2]).outputs == [2, 4]
+
+
+# -- timeout -----------------------------------------------------------------------------
+
+
+def test_run_timeout_raises_pipeline_timeout_while_outputs_flow() -> None:
+    def work(x: int) -> int:
+        time.sleep(0.001)  # simulated I/O
+        return x
+
+    started = time.monotonic()
+    with pytest.raises(PipelineTimeout) as caught:
+        Pipeline[int]().map(work).run(count(), timeout=0.1)
+    elapsed = time.monotonic() - started
+    assert 0.1 <= elapsed < WAIT
+    assert isinstance(caught.value, TimeoutError)
+    assert isinstance(caught.value, PipelineCancelled)
+    report = caught.value.report
+    assert report is not None
+    assert report.status == "timed out"
+    assert report.balanced
+
+
+def test_run_timeout_fires_when_no_output_arrives() -> None:
+    started = time.monotonic()
+    with pytest.raises(PipelineTimeout) as caught:
+        Pipeline[int]().filter(lambda x: False).run(count(), timeout=0.1)
+    assert 0.1 <= time.monotonic() - started < WAIT
+    assert caught.value.report is not None
+    assert caught.value.report.status == "timed out"
+    assert caught.value.report.balanced
+
+
+def test_stream_timeout_raises_from_next() -> None:
+    def work(x: int) -> int:
+        time.sleep(0.001)  # simulated I/O
+        return x
+
+    outputs = Pipeline[int]().map(work).stream(count(), timeout=0.1)
+    received: list[int] = []
+    with pytest.raises(PipelineTimeout):
+        received.extend(outputs)
+    assert outputs.report is not None
+    assert outputs.report.status == "timed out"
+    assert outputs.report.outputs == len(received)
+
+
+def test_a_run_that_ends_in_time_is_not_affected_by_its_timeout() -> None:
+    result = Pipeline[int]().map(lambda x: x).run(range(100), timeout=WAIT)
+    assert result.outputs == list(range(100))
+    assert result.report.status == "completed"
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sigint_raises_keyboard_interrupt() -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_main_thread() -> None:
+    """Deliver SIGINT to the main thread, as Ctrl-C does."""
+    main = threading.main_thread().ident
+    assert main is not None
+    signal.pthread_kill(main, signal.SIGINT)
+
+
+LIBRARY = Path(pipeline.__file__).resolve().parent
+
+
+def _main_thread_waits_in_the_library() -> bool:
+    """Whether the main thread is inside the library, past starting threads.
+
+    That is: it is blocked in ``run()`` or in a stream's ``next()`` waiting
+    for outputs, not running test code and not in ``Thread.start()``.
+    """
+    main = threading.main_thread().ident
+    frame = sys._current_frames().get(main) if main is not None else None
+    in_library = False
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.name == "threading.py" and frame.f_code.co_name == "start":
+            return False
+        in_library = in_library or LIBRARY in path.parents
+        frame = frame.f_back
+    return in_library
+
+
+def _interrupt_once_main_waits(ready: threading.Event, names: set[str]) -> None:
+    """After ``ready``, once the threads ``names`` run and main waits on them, Ctrl-C."""
+    assert ready.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while not (
+        names <= {t.name for t in threading.enumerate()} and _main_thread_waits_in_the_library()
+    ):
+        assert time.monotonic() < deadline, "the main thread never waited in the library"
+        time.sleep(0.001)
+    _interrupt_main_thread()
+
+
+@pytest.mark.usefixtures("sigint_raises_keyboard_interrupt")
+def test_ctrl_c_during_run_cancels_joins_and_reraises() -> None:
+    flowing = threading.Event()
+    pipeline = Pipeline[int]().each(lambda x: flowing.set(), name="watch").map(abs, workers=2)
+    names = {"pipeline-source", "watch-1", "abs-1", "abs-2"}
+    sender = Join(lambda: _interrupt_once_main_waits(flowing, names))
+    before = set(threading.enumerate()) | {sender.thread}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(count())
+        assert _threads_since(before) == []
+    finally:
+        flowing.set()
+        sender.join()
+
+
+def test_ctrl_c_while_run_starts_its_threads_still_joins_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-C can land while Thread.start() waits for the new thread to come
+    # up: the thread then runs, though start() raised. Simulate exactly that,
+    # with the new thread busy on an item, which the run must wait for.
+    holding = threading.Event()
+
+    def work(x: int) -> int:
+        if threading.current_thread().name == "work-2":
+            holding.set()
+            time.sleep(0.1)  # simulated I/O
+        return x
+
+    start = threading.Thread.start
+
+    def start_then_interrupt(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name == "work-2":
+            assert holding.wait(WAIT)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline[int]().map(work, workers=3).run(count())
+    monkeypatch.undo()
+    assert _threads_since(before) == []
+
+
+@pytest.mark.usefixtures("sigint_raises_keyboard_interrupt")
+def test_ctrl_c_during_stream_marks_the_report_interrupted() -> None:
+    all_received = threading.Event()
+    # Items 50 and up are filtered out: once the consumer has the first 50,
+    # it can only be waiting inside the stream's next().
+    names = {"pipeline-source", "<lambda>-1", "<lambda>-2"}
+
+    before = set(threading.enumerate())
+    outputs = Pipeline[int]().filter(lambda x: x < 50, workers=2).stream(count())
+    received: list[int] = []
+    sender = Join(lambda: _interrupt_once_main_waits(all_received, names))
+    try:
+        for item in outputs:
+            received.append(item)
+            if item == 49:
+                all_received.set()
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("the stream ended without KeyboardInterrupt")
+    finally:
+        all_received.set()
+        sender.join()
+    assert _threads_since(before) == []
+    assert received == list(range(50))
+    report = outputs.report
+    assert report is not None
+    assert report.status == "interrupted"
+    assert report.balanced
+    assert report.outputs == 50
+
+
+def _consume_until_ten_then_interrupt(outputs: Iterator[int]) -> None:
+    for item in outputs:
+        if item == 10:
+            raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_in_the_consumer_closes_the_stream_and_its_threads() -> None:
+    before = set(threading.enumerate())
+    with (
+        pytest.raises(KeyboardInterrupt),
+        Pipeline[int]().map(lambda x: x, workers=2).stream(count()) as outputs,
+    ):
+        _consume_until_ten_then_interrupt(outputs)
+    assert _threads_since(before) == []
+    assert outputs.report is not None
+    assert outputs.report.status == "closed"
+    assert outputs.report.balanced
+
+
+def _read_lines(stream: Iterator[str], into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+def _interrupt_subprocess(argv: list[str], ready: str) -> tuple[int, float, str]:
+    """Start ``argv``, wait for a line containing ``ready``, send SIGINT.
+
+    Return the exit code, the seconds from SIGINT to exit, and all output.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=MAIN,
+    )
+    assert process.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(process.stdout, lines))
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + WAIT
+        while not any(ready in line for line in seen):
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, f"exited before {ready!r}: {''.join(seen)}"
+            seen.append(line)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=WAIT)
+        took = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT)
+        reader.join(WAIT)
+        process.stdout.close()
+    assert not reader.is_alive()
+    while (line := lines.get_nowait()) is not None:
+        seen.append(line)
+    return code, took, "".join(seen)
+
+
+CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import itertools, sys, time
+    from pipeline import Pipeline, PipelineStage
+
+    class Slow(PipelineStage[int]):
+        def process(self, item: int) -> int:
+            time.sleep(0.01)
+            return item
+
+        def on_stop(self) -> None:
+            print("on_stop ran", flush=True)
+
+    try:
+        for n, _ in enumerate(Pipeline[int]().add(Slow(), workers=2).stream(itertools.count())):
+            if n == 0:
+                print("started", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+    """
+)
+
+
+def test_ctrl_c_in_a_script_stops_the_pipeline_within_two_seconds() -> None:
+    code, took, output = _interrupt_subprocess([sys.executable, "-c", CTRL_C_SCRIPT], "started")
+    assert code == 130, output
+    assert took < 2.0
+    assert output.count("on_stop ran") == 2, output
+    assert "interrupted" in output
+    assert output.index("on_stop ran") < output.index("interrupted")
+
+
+def test_ctrl_c_stops_the_cli_with_exit_code_130() -> None:
+    argv = [sys.executable, "-m", "pipeline", "--items", "100000", "--delay", "0.01"]
+    code, took, output = _interrupt_subprocess(argv, "processing item")
+    assert code == 130, output
+    assert took < 2.0
+    assert "interrupted" in output
