@@ -24,6 +24,7 @@ from ._exceptions import StageError as StageError
 from ._pipeline import DEFAULT_MAXSIZE as DEFAULT_MAXSIZE
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import RunResult as RunResult
+from ._pipeline import StageOptions as StageOptions
 from ._pipeline import Stream as Stream
 from ._policy import OnError as OnError
 from ._policy import Retry as Retry
@@ -62,6 +63,7 @@ __all__ = [
     "SafeQueue",
     "ShutDown",
     "StageError",
+    "StageOptions",
     "StageReport",
     "Stream",
 ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from itertools import islice
 from time import monotonic, perf_counter
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
 
 from ._compat import TypeVar as DefaultTypeVar
 from ._exceptions import (
@@ -53,7 +53,7 @@ from ._stage import (
 )
 from .stages import EachStage, FilterStage, FlatMapStage, MapStage
 
-__all__ = ["DEFAULT_MAXSIZE", "Pipeline", "RunResult", "Stream"]
+__all__ = ["DEFAULT_MAXSIZE", "Pipeline", "RunResult", "StageOptions", "Stream"]
 
 logger = logging.getLogger("pipeline")
 
@@ -82,6 +82,29 @@ def _check_seconds(name: str, value: object) -> float | None:
     if not value >= 0:  # also rejects NaN
         raise ValueError(f"{name!r} must be a non-negative number of seconds, got {value!r}")
     return float(value)
+
+
+class StageOptions(TypedDict, total=False):
+    """The per-stage options of :meth:`Pipeline.add`, ``map``, ``filter``, ``flat_map``, ``each``.
+
+    Attributes:
+        workers: threads running the stage (default 1).
+        name: the stage's name (thread names are ``"<name>-<n>"``); defaults to
+            the stage's own name or the function's name.
+        ordered: with several workers, emit in input order (default ``True``)
+            through a bounded reorder window; ``False`` emits as items finish.
+        maxsize: the bound of the stage's *input* queue, in items (default:
+            the pipeline's ``maxsize``).
+        on_error: ``"raise"`` (fail-fast, default) or ``"skip"`` (dead letter).
+        retry: a :class:`~pipeline.Retry` policy applied before ``on_error``.
+    """
+
+    workers: int
+    name: str | None
+    ordered: bool
+    maxsize: int | None
+    on_error: OnError
+    retry: Retry | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,15 +427,10 @@ class Pipeline(Generic[In, Out]):
     for the new output type, so chain the calls. A mismatch between one stage's
     output type and the next stage's input type is a type-checker error.
 
-    Per-stage options (``add``, ``map``, ``filter``, ``flat_map``, ``each``):
-
-    - ``workers``: threads running the stage (default 1).
-    - ``name``: the stage's name (thread names are ``"<name>-<n>"``).
-    - ``ordered``: with several workers, emit in input order (default) through
-      a bounded reorder window; ``False`` emits as items finish.
-    - ``maxsize``: the bound of the stage's *input* queue, in items.
-    - ``on_error``: ``"raise"`` (fail-fast, default) or ``"skip"`` (dead letter).
-    - ``retry``: a :class:`~pipeline.Retry` policy applied before ``on_error``.
+    Per-stage options (``add``, ``map``, ``filter``, ``flat_map``, ``each``)
+    are keyword arguments, listed in :class:`StageOptions`: ``workers``,
+    ``name``, ``ordered``, ``maxsize`` (the bound of the stage's *input*
+    queue), ``on_error`` and ``retry``.
 
     A pipeline may be run any number of times, also concurrently; every run
     is independent (its own queues, threads and report) and uses the same
@@ -452,13 +470,7 @@ class Pipeline(Generic[In, Out]):
     def add(
         self,
         stage: PipelineStage[Out, R],
-        *,
-        workers: int = 1,
-        name: str | None = None,
-        ordered: bool = True,
-        maxsize: int | None = None,
-        on_error: OnError = "raise",
-        retry: Retry | None = None,
+        **options: Unpack[StageOptions],
     ) -> Pipeline[In, R]:
         """Add a class-based stage; return the pipeline, now ending in ``R``.
 
@@ -468,38 +480,26 @@ class Pipeline(Generic[In, Out]):
         """
         if not isinstance(stage, PipelineStage):
             raise TypeError(f"'stage' must be a PipelineStage, not {type(stage).__name__}")
-        self._append(stage, workers, name, ordered, maxsize, on_error, retry)
+        self._append(stage, **options)
         return self  # type: ignore[return-value]
 
     def map(
         self,
         fn: Callable[[Out], R],
-        *,
-        workers: int = 1,
-        name: str | None = None,
-        ordered: bool = True,
-        maxsize: int | None = None,
-        on_error: OnError = "raise",
-        retry: Retry | None = None,
+        **options: Unpack[StageOptions],
     ) -> Pipeline[In, R]:
         """Add a stage that emits ``fn(item)`` for each item.
 
         >>> Pipeline[int]().map(str).run([1, 2]).outputs
         ['1', '2']
         """
-        self._append(MapStage(fn), workers, name, ordered, maxsize, on_error, retry)
+        self._append(MapStage(fn), **options)
         return self  # type: ignore[return-value]
 
     def filter(
         self,
         predicate: Callable[[Out], object],
-        *,
-        workers: int = 1,
-        name: str | None = None,
-        ordered: bool = True,
-        maxsize: int | None = None,
-        on_error: OnError = "raise",
-        retry: Retry | None = None,
+        **options: Unpack[StageOptions],
     ) -> Pipeline[In, Out]:
         """Add a stage that keeps the items for which ``predicate`` is true.
 
@@ -507,38 +507,26 @@ class Pipeline(Generic[In, Out]):
         [2, 3]
         """
         stage = FilterStage(predicate, name=_function_name(predicate))
-        self._append(stage, workers, name, ordered, maxsize, on_error, retry)
+        self._append(stage, **options)
         return self
 
     def flat_map(
         self,
         fn: Callable[[Out], Iterable[R]],
-        *,
-        workers: int = 1,
-        name: str | None = None,
-        ordered: bool = True,
-        maxsize: int | None = None,
-        on_error: OnError = "raise",
-        retry: Retry | None = None,
+        **options: Unpack[StageOptions],
     ) -> Pipeline[In, R]:
         """Add a stage that emits every element of ``fn(item)`` (zero or more).
 
         >>> Pipeline[str]().flat_map(str.split).run(["a b", "", "c"]).outputs
         ['a', 'b', 'c']
         """
-        self._append(FlatMapStage(fn), workers, name, ordered, maxsize, on_error, retry)
+        self._append(FlatMapStage(fn), **options)
         return self  # type: ignore[return-value]
 
     def each(
         self,
         fn: Callable[[Out], object],
-        *,
-        workers: int = 1,
-        name: str | None = None,
-        ordered: bool = True,
-        maxsize: int | None = None,
-        on_error: OnError = "raise",
-        retry: Retry | None = None,
+        **options: Unpack[StageOptions],
     ) -> Pipeline[In, Out]:
         """Add a stage that calls ``fn(item)`` and passes the item on unchanged.
 
@@ -546,7 +534,7 @@ class Pipeline(Generic[In, Out]):
         >>> Pipeline[int]().each(seen.append).run([1, 2]).outputs, seen
         ([1, 2], [1, 2])
         """
-        self._append(EachStage(fn), workers, name, ordered, maxsize, on_error, retry)
+        self._append(EachStage(fn), **options)
         return self
 
     def batch(
@@ -588,12 +576,13 @@ class Pipeline(Generic[In, Out]):
     def _append(
         self,
         stage: PipelineStage[Any, Any],
-        workers: int,
-        name: str | None,
-        ordered: bool,
-        maxsize: int | None,
-        on_error: OnError,
-        retry: Retry | None,
+        *,
+        workers: int = 1,
+        name: str | None = None,
+        ordered: bool = True,
+        maxsize: int | None = None,
+        on_error: OnError = "raise",
+        retry: Retry | None = None,
     ) -> None:
         workers = _check_int("workers", workers, 1)
         if name is not None and not isinstance(name, str):

@@ -185,6 +185,16 @@ def _stop_iteration_error() -> RuntimeError:
     return RuntimeError("process() raised StopIteration")
 
 
+class _SkippedResult:
+    """Stands in for the result of an item that became a dead letter."""
+
+    def __repr__(self) -> str:
+        return "<skipped>"
+
+
+_SKIPPED: Any = _SkippedResult()
+
+
 class BatchRunner:
     """Process one batch with the stage's error policy; record what happened.
 
@@ -233,64 +243,58 @@ class BatchRunner:
         self.last_seconds = seconds
         self.recorder.batch_done(received, completed, emitted, dropped, seconds)
 
-    def _one(self, batch: list[Any]) -> list[Any]:
-        started = perf_counter()
-        out: list[Any] = []
+    def _call_each(self, batch: list[Any], started: float) -> tuple[list[Any], int]:
+        # Call the stage on every item, with the error policy. Return the
+        # results in batch order (_SKIPPED for a dead letter) and how many
+        # items became dead letters. On a fail-fast error, record the part of
+        # the batch done so far and re-raise _Abort.
+        results: list[Any] = []
         call = self.call
         start = failed = 0
         while True:
-            mark = len(out)
+            mark = len(results)
             rest = batch[start:] if start else batch
             try:
                 # list.extend keeps what map produced before an exception, so
-                # the failing item is at index start + (len(out) - mark).
-                out.extend(map(call, rest))
-                if len(out) - mark == len(rest):
-                    break
+                # the failing item is at index start + (len(results) - mark).
+                results.extend(map(call, rest))
+                if len(results) - mark == len(rest):
+                    return results, failed
                 raise _stop_iteration_error()
             except Exception as exc:  # noqa: BLE001 (the error policy decides)
-                index = start + len(out) - mark
+                index = start + len(results) - mark
                 try:
-                    out.append(self._recover(batch[index], exc))
+                    results.append(self._recover(batch[index], exc))
                 except _Skipped:
                     failed += 1
+                    results.append(_SKIPPED)
                 except _Abort:
-                    self._done(len(batch), index - failed, len(out), 0, started)
+                    completed = index - failed
+                    emitted = sum(1 for r in results if r is not _SKIPPED and self._passes(r))
+                    dropped = completed - emitted
+                    self._done(len(batch), completed, emitted, dropped, started)
                     raise
                 start = index + 1
                 if start == len(batch):
-                    break
+                    return results, failed
+
+    def _passes(self, result: Any) -> bool:
+        # Whether a result of the stage's callable becomes an output.
+        return self.kind is not StageKind.FILTER or bool(result)
+
+    def _one(self, batch: list[Any]) -> list[Any]:
+        started = perf_counter()
+        out, failed = self._call_each(batch, started)
+        if failed:
+            out = [r for r in out if r is not _SKIPPED]
         self._done(len(batch), len(batch) - failed, len(out), 0, started)
         return out
 
     def _filter(self, batch: list[Any]) -> list[Any]:
         started = perf_counter()
-        keep: list[Any] = []
-        call = self.call
-        start = failed = 0
-        while True:
-            mark = len(keep)
-            rest = batch[start:] if start else batch
-            try:
-                keep.extend(map(call, rest))
-                if len(keep) - mark == len(rest):
-                    break
-                raise _stop_iteration_error()
-            except Exception as exc:  # noqa: BLE001 (the error policy decides)
-                index = start + len(keep) - mark
-                try:
-                    keep.append(self._recover(batch[index], exc))
-                except _Skipped:
-                    failed += 1
-                    keep.append(False)
-                except _Abort:
-                    passed = sum(1 for flag in keep if flag)
-                    completed = index - failed
-                    self._done(len(batch), completed, passed, completed - passed, started)
-                    raise
-                start = index + 1
-                if start == len(batch):
-                    break
+        keep, failed = self._call_each(batch, started)
+        if failed:
+            keep = [flag is not _SKIPPED and flag for flag in keep]
         out = list(compress(batch, keep))
         completed = len(batch) - failed
         self._done(len(batch), completed, len(out), completed - len(out), started)
