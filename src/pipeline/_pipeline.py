@@ -333,18 +333,13 @@ class _Run:
     def next_outputs(self, deadline: float | None) -> list[Any]:
         """Return the next batch of outputs; ``[]`` once the run has ended."""
         final = self.queues[-1]
-        if deadline is None:
-            try:
-                return final._get_batch(MAX_BATCH)
-            except ShutDown:
-                return []
         try:
-            batch = final.get_many(MAX_BATCH, max(0.0, deadline - monotonic()))
+            batch = final._get_batch(MAX_BATCH, deadline)
         except ShutDown:
             return []
         except Empty:
             batch = []
-        if not batch or monotonic() >= deadline:
+        if deadline is not None and (not batch or monotonic() >= deadline):
             self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
         return batch
 

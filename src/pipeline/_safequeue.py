@@ -469,19 +469,54 @@ class SafeQueue(Generic[T]):
 
     # -- the runner's batch hand-off: arguments already validated --------------
 
-    def _get_batch(self, max_items: int) -> list[T]:
-        # get_many(max_items) without the argument checks: one item of latency
+    def _get_batch(self, max_items: int, deadline: float | None = None) -> list[T]:
+        # get_many() without the argument checks, with a deadline instead of a
+        # timeout, and the plain-deque case inlined: a lone item's latency
         # through a pipeline pays for every call on this path.
         with self.mutex:
+            if self._plain_deque:
+                items = self.queue
+                if not items:
+                    if self.is_shutdown:
+                        raise ShutDown
+                    self._wait_for_items(deadline)
+                n = len(items)
+                if n <= max_items:
+                    taken = list(items)
+                    items.clear()
+                else:
+                    n = max_items
+                    taken = list(starmap(items.popleft, repeat((), n)))
+                self._gets += n
+                if self._sleeping_putters:
+                    self.not_full.notify(n)
+                return taken
             if not self._qsize():
                 if self.is_shutdown:
                     raise ShutDown
-                self._wait_for_items(None)
+                self._wait_for_items(deadline)
             return self._take_locked(max_items)
 
     def _put_batch(self, items: list[T]) -> None:
-        # put_many(items) for a list, without the argument checks.
+        # put_many(items) for a list, without the argument checks; the common
+        # case (a plain deque with room for everything) inlined.
         with self.mutex:
+            queue = self.queue
+            total = len(items)
+            if (
+                self._plain_deque
+                and not self.is_shutdown
+                and (self.maxsize <= 0 or len(queue) + total <= self.maxsize)
+            ):
+                queue.extend(items)
+                self.unfinished_tasks += total
+                self._puts += total
+                size = len(queue)
+                if size > self._peak:  # noqa: PLR1730 (max() costs a call)
+                    self._peak = size
+                if self._sleeping_getters:
+                    self.not_empty.notify(total)
+                return
             self._put_many_locked(items, None)
 
     # -- the ordered hand-off used by multi-worker ordered stages ---------------

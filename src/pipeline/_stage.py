@@ -243,40 +243,47 @@ class BatchRunner:
         self.last_seconds = seconds
         self.recorder.batch_done(received, completed, emitted, dropped, seconds)
 
-    def _call_each(self, batch: list[Any], started: float) -> tuple[list[Any], int]:
+    def _call_each(
+        self,
+        batch: list[Any],
+        started: float,
+        results: list[Any] | None = None,
+        error: Exception | None = None,
+    ) -> tuple[list[Any], int]:
         # Call the stage on every item, with the error policy. Return the
         # results in batch order (_SKIPPED for a dead letter) and how many
         # items became dead letters. On a fail-fast error, record the part of
-        # the batch done so far and re-raise _Abort.
-        results: list[Any] = []
+        # the batch done so far and re-raise _Abort. A caller that already ran
+        # a first pass passes its results and the error that stopped it.
+        results = [] if results is None else results
         call = self.call
-        start = failed = 0
+        failed = 0
         while True:
-            mark = len(results)
-            rest = batch[start:] if start else batch
-            try:
-                # list.extend keeps what map produced before an exception, so
-                # the failing item is at index start + (len(results) - mark).
-                results.extend(map(call, rest))
-                if len(results) - mark == len(rest):
-                    return results, failed
-                raise _stop_iteration_error()
-            except Exception as exc:  # noqa: BLE001 (the error policy decides)
-                index = start + len(results) - mark
-                try:
-                    results.append(self._recover(batch[index], exc))
-                except _Skipped:
-                    failed += 1
-                    results.append(_SKIPPED)
-                except _Abort:
-                    completed = index - failed
-                    emitted = sum(1 for r in results if r is not _SKIPPED and self._passes(r))
-                    dropped = completed - emitted
-                    self._done(len(batch), completed, emitted, dropped, started)
-                    raise
-                start = index + 1
+            if error is None:
+                start = len(results)
                 if start == len(batch):
                     return results, failed
+                try:
+                    # list.extend keeps what map produced before an exception,
+                    # so the failing item is the one at len(results).
+                    results.extend(map(call, batch[start:] if start else batch))
+                    if len(results) == len(batch):
+                        return results, failed
+                    error = _stop_iteration_error()
+                except Exception as exc:  # noqa: BLE001 (the error policy decides)
+                    error = exc
+            index = len(results)
+            try:
+                results.append(self._recover(batch[index], error))
+            except _Skipped:
+                failed += 1
+                results.append(_SKIPPED)
+            except _Abort:
+                completed = index - failed
+                emitted = sum(1 for r in results if r is not _SKIPPED and self._passes(r))
+                self._done(len(batch), completed, emitted, completed - emitted, started)
+                raise
+            error = None
 
     def _passes(self, result: Any) -> bool:
         # Whether a result of the stage's callable becomes an output.
@@ -284,7 +291,23 @@ class BatchRunner:
 
     def _one(self, batch: list[Any]) -> list[Any]:
         started = perf_counter()
-        out, failed = self._call_each(batch, started)
+        # The common case inlined (no failure): every call here is paid once
+        # per batch, and a lone item's latency pays for each.
+        out: list[Any] = []
+        error: Exception | None = None
+        try:
+            out.extend(map(self.call, batch))
+        except Exception as exc:  # noqa: BLE001 (the error policy decides, below)
+            error = exc
+        else:
+            if len(out) == len(batch):
+                seconds = perf_counter() - started
+                self.last_seconds = seconds
+                n = len(batch)
+                self.recorder.batch_done(n, n, n, 0, seconds)
+                return out
+            error = _stop_iteration_error()
+        out, failed = self._call_each(batch, started, out, error)
         if failed:
             out = [r for r in out if r is not _SKIPPED]
         self._done(len(batch), len(batch) - failed, len(out), 0, started)
