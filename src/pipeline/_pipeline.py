@@ -44,6 +44,7 @@ from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
 from ._safequeue import Empty, Producer, SafeQueue
 from ._stage import (
     MAX_BATCH,
+    Inbox,
     PipelineStage,
     StageKind,
     StageSpec,
@@ -263,16 +264,28 @@ class _Run:
     def start(self) -> None:
         """Register every producer, then start the feeder and the workers."""
         plans: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
+        first_inbox: Inbox = self.queues[0]
         if not isinstance(self.source, SafeQueue):
-            feed = functools.partial(self._feed, in_memory=self.in_memory)
-            plans.append(("pipeline-source", feed, (self.source, self.queues[0].producer())))
+            first = self.specs[0] if self.specs else None
+            if (
+                self.in_memory
+                and first is not None
+                and first.workers == 1
+                and first.kind is not StageKind.BATCH
+            ):
+                # One worker and a collection that cannot block: the worker
+                # reads the source itself, one thread and one hand-off less.
+                first_inbox = _SourceReader(self.source, self)
+            else:
+                feed = functools.partial(self._feed, in_memory=self.in_memory)
+                plans.append(("pipeline-source", feed, (self.source, self.queues[0].producer())))
         for index, spec in enumerate(self.specs):
             for number in range(spec.workers):
                 stage = spec.stage if number == 0 else copy.copy(spec.stage)
                 args = (
                     spec,
                     stage,
-                    self.queues[index],
+                    first_inbox if index == 0 else self.queues[index],
                     self.queues[index + 1].producer(),
                     self,
                     self.recorders[index][number],
@@ -781,6 +794,38 @@ class Pipeline(Generic[In, Out]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _SourceReader:
+    """The first stage's inbox when its one worker reads an in-memory source itself.
+
+    Only that worker calls it. It counts what it reads into the run's ``fed``,
+    and turns an exception from the source into the run's failure, attributed
+    to the source, as the feeder thread would.
+    """
+
+    def __init__(self, source: Iterator[Any], run: _Run) -> None:
+        self.source = source
+        self.run = run
+        self.exhausted = False
+
+    def _get_batch(self, max_items: int, deadline: float | None = None) -> list[Any]:
+        if self.exhausted:
+            raise ShutDown
+        chunk: list[Any] = []
+        try:
+            chunk.extend(islice(self.source, max_items))
+        except BaseException as exc:  # noqa: BLE001 (reported, then raised by the runner)
+            self.exhausted = True
+            self.run.fed += len(chunk)
+            self.run.fail(StageError("source", exc, where="source"))
+            raise ShutDown from None
+        self.run.fed += len(chunk)
+        if len(chunk) < max_items:
+            self.exhausted = True  # islice stopped early: nothing more to read
+            if not chunk:
+                raise ShutDown
+        return chunk
 
 
 class _BatchStage(PipelineStage[Any, list[Any]]):

@@ -35,6 +35,7 @@ __all__ = [
     "BATCH_TARGET_SECONDS",
     "MAX_BATCH",
     "BatchRunner",
+    "Inbox",
     "PipelineStage",
     "StageKind",
     "StageSpec",
@@ -156,6 +157,13 @@ class StageSpec:
     kind: StageKind
     batch_size: int = 0
     max_wait: float | None = None
+
+
+class Inbox(Protocol):
+    """Where a worker takes its batches from: a SafeQueue, or a source reader."""
+
+    def _get_batch(self, max_items: int, deadline: float | None = None) -> list[Any]:
+        """Wait for items, return up to ``max_items``; raise ShutDown at the end."""
 
 
 class Supervisor(Protocol):
@@ -378,7 +386,7 @@ def next_batch_cap(seconds: float, count: int) -> int:
 def run_worker(
     spec: StageSpec,
     stage: PipelineStage[Any, Any],
-    inbox: SafeQueue[Any],
+    inbox: Inbox,
     outbox: Producer[Any],
     supervisor: Supervisor,
     recorder: StageRecorder,
@@ -397,6 +405,7 @@ def run_worker(
             return
         try:
             if spec.kind is StageKind.BATCH:
+                assert isinstance(inbox, SafeQueue)  # a batch stage always has a queue
                 _batch_loop(spec, inbox, outbox, supervisor, recorder)
             else:
                 _item_loop(spec, stage, inbox, outbox, supervisor, recorder)
@@ -416,7 +425,7 @@ def run_worker(
 def _item_loop(
     spec: StageSpec,
     stage: PipelineStage[Any, Any],
-    inbox: SafeQueue[Any],
+    inbox: Inbox,
     outbox: Producer[Any],
     supervisor: Supervisor,
     recorder: StageRecorder,
@@ -427,6 +436,7 @@ def _item_loop(
     process = runner.run
     downstream = outbox.queue
     in_turn = spec.ordered and spec.workers > 1
+    ticketed = inbox._get_many_ticketed if isinstance(inbox, SafeQueue) else None
     take = inbox._get_batch
     give = downstream._put_batch
     # Up to this many finished batches may wait for an earlier one to be
@@ -436,8 +446,8 @@ def _item_loop(
     ticket = 0
     try:
         while not supervisor.cancelled:
-            if in_turn:
-                ticket, batch = inbox._get_many_ticketed(cap)
+            if in_turn and ticketed is not None:
+                ticket, batch = ticketed(cap)
             else:
                 batch = take(cap)
             out = process(batch)
