@@ -275,7 +275,7 @@ class _Run:
             ):
                 # One worker and a collection that cannot block: the worker
                 # reads the source itself, one thread and one hand-off less.
-                first_inbox = _SourceReader(self.source, self)
+                first_inbox = _SourceReader(self.source, self, first.maxsize)
             else:
                 feed = functools.partial(self._feed, in_memory=self.in_memory)
                 plans.append(("pipeline-source", feed, (self.source, self.queues[0].producer())))
@@ -804,14 +804,19 @@ class _SourceReader:
     to the source, as the feeder thread would.
     """
 
-    def __init__(self, source: Iterator[Any], run: _Run) -> None:
+    def __init__(self, source: Iterator[Any], run: _Run, maxsize: int) -> None:
         self.source = source
         self.run = run
+        self.maxsize = maxsize
         self.exhausted = False
 
     def _get_batch(self, max_items: int, deadline: float | None = None) -> list[Any]:
+        del deadline  # only the worker reads, and an in-memory source never blocks
         if self.exhausted:
             raise ShutDown
+        # No more than the stage's input queue would have held: batch sizes,
+        # and the memory they take, stay what maxsize says.
+        max_items = min(max_items, self.maxsize)
         chunk: list[Any] = []
         try:
             chunk.extend(islice(self.source, max_items))
