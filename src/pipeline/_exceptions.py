@@ -75,6 +75,15 @@ class PipelineStateError(PipelineError):
 
     Raised when a stage is added to a pipeline that has already started, or
     when a closed pipeline is run.
+
+    >>> from pipeline import Pipeline
+    >>> p = Pipeline[int]().map(abs)
+    >>> p.run([-1]).outputs
+    [1]
+    >>> p.map(str)
+    Traceback (most recent call last):
+    ...
+    pipeline.PipelineStateError: stages cannot be added once the pipeline has started
     """
 
 
@@ -99,6 +108,13 @@ class StageError(PipelineError):
     pipeline, and ``run()`` / ``stream()`` raise this error. The original
     exception object is attached unchanged as ``__cause__`` (with its
     traceback), so ``raise ... from`` chains print both.
+
+    >>> from pipeline import Pipeline
+    >>> try:
+    ...     Pipeline[int]().map(lambda x: 1 // x, name="invert").run([2, 0, 1])
+    ... except StageError as error:
+    ...     print(error.stage, error.item, repr(error.__cause__), error.report.status)
+    invert 0 ZeroDivisionError('integer division or modulo by zero') failed
 
     Attributes:
         stage: the name of the stage that raised (``"source"`` for the source
@@ -152,4 +168,12 @@ class PipelineTimeout(PipelineCancelled, TimeoutError):  # noqa: N818
     """``run(timeout=...)`` or ``stream(timeout=...)`` ran out of time.
 
     It is also a built-in ``TimeoutError``, so either ``except`` clause works.
+
+    >>> import time
+    >>> from pipeline import Pipeline
+    >>> try:
+    ...     Pipeline[int]().each(time.sleep).run([0.0, 5.0], timeout=0.2)
+    ... except TimeoutError as error:
+    ...     print(type(error).__name__, error.report.status)
+    PipelineTimeout timed out
     """

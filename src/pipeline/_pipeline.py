@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from operator import length_hint
 from time import monotonic, perf_counter
 from types import TracebackType
 from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
@@ -88,6 +89,10 @@ def _check_seconds(name: str, value: object) -> float | None:
 class StageOptions(TypedDict, total=False):
     """The per-stage options of :meth:`Pipeline.add`, ``map``, ``filter``, ``flat_map``, ``each``.
 
+    >>> options: StageOptions = {"workers": 4, "ordered": False, "on_error": "skip"}
+    >>> sorted(Pipeline[int]().map(abs, **options).run([-2, 1]).outputs)
+    [1, 2]
+
     Attributes:
         workers: threads running the stage (default 1).
         name: the stage's name (thread names are ``"<name>-<n>"``); defaults to
@@ -110,7 +115,12 @@ class StageOptions(TypedDict, total=False):
 
 @dataclass(frozen=True, slots=True)
 class RunResult(Generic[T]):
-    """What :meth:`Pipeline.run` returns: the outputs, in order, and the report."""
+    """What :meth:`Pipeline.run` returns: the outputs, in order, and the report.
+
+    >>> result = Pipeline[int]().map(lambda x: x * 10).run([1, 2])
+    >>> result.outputs, result.report.outputs
+    ([10, 20], 2)
+    """
 
     outputs: list[T]
     report: PipelineReport
@@ -203,7 +213,9 @@ class _Run:
         self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
         self.threads: list[threading.Thread] = []
         self.claimed = False
-        self.fed = 0  # items the feeder read; written by the feeder thread only
+        # Items read from an iterator source; written only by the one thread
+        # that reads it (the feeder, or a lone first worker reading itself).
+        self.fed = 0
         self.delivered = 0  # written by the consuming thread only
         # The first entry decides how the run ended; later ones are attached
         # to the raised error as notes. list.append is atomic, on free-threaded
@@ -263,6 +275,7 @@ class _Run:
 
     def start(self) -> None:
         """Register every producer, then start the feeder and the workers."""
+        self.started = perf_counter()  # a stream starts at its first next()
         plans: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = []
         first_inbox: Inbox = self.queues[0]
         if not isinstance(self.source, SafeQueue):
@@ -744,9 +757,13 @@ class Pipeline(Generic[In, Out]):
             try:
                 run.start()
                 while batch := run.next_outputs(deadline):
-                    for item in batch:
-                        run.delivered += 1
-                        yield item
+                    run.delivered += len(batch)
+                    items = iter(batch)
+                    try:
+                        yield from items  # delegated from C: no bytecode per item
+                    except GeneratorExit:
+                        run.delivered -= length_hint(items)  # never handed out
+                        raise
             except GeneratorExit:
                 run.cancel("closed", PipelineCancelled("the stream was closed"))
                 raise

@@ -42,6 +42,11 @@ RunStatus = Literal["completed", "failed", "cancelled", "timed out", "interrupte
 class DeadLetter:
     """An item a stage gave up on under ``on_error="skip"``.
 
+    >>> from pipeline import Pipeline
+    >>> report = Pipeline[str]().map(int, on_error="skip").run(["1", "x"]).report
+    >>> [(d.stage, d.item, type(d.exception).__name__, d.attempts) for d in report.dead_letters]
+    [('int', 'x', 'ValueError', 1)]
+
     Attributes:
         stage: the stage's name.
         item: the item itself (kept, so it can be replayed).
@@ -120,6 +125,11 @@ class StageRecorder:
 @dataclass(frozen=True, slots=True)
 class StageReport:
     """What one stage did during a run.
+
+    >>> from pipeline import Pipeline
+    >>> stage = Pipeline[int]().filter(bool, name="nonzero").run([0, 1, 2]).report.stages[0]
+    >>> stage.name, stage.received, stage.emitted, stage.dropped, stage.not_processed
+    ('nonzero', 3, 2, 1, 0)
 
     Attributes:
         name: the stage's name.
