@@ -28,6 +28,7 @@ from pipeline import (
 )
 from pipeline.stages import AddStage, FilterStage, MultiplyStage
 from tests.conftest import WAIT
+from tests.helpers import Join
 
 
 def _pipeline_threads() -> list[threading.Thread]:
@@ -43,30 +44,6 @@ def _tiny_sleep_for(item: int) -> None:
 
 def _identity(x: int) -> int:
     return x
-
-
-class Join:
-    """Start a function in a thread now; ``join()`` waits for it and re-raises its error."""
-
-    def __init__(self, target: Callable[[], object], name: str = "test-helper") -> None:
-        self.error: BaseException | None = None
-        self.result: object = None
-
-        def body() -> None:
-            try:
-                self.result = target()
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=body, name=name, daemon=True)
-        self.thread.start()
-
-    def join(self) -> object:
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive(), "helper thread did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 # -- builder validation -------------------------------------------------------------

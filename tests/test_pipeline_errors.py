@@ -32,6 +32,7 @@ from pipeline import (
     StageError,
 )
 from tests.conftest import WAIT
+from tests.helpers import Join
 
 MAIN = Path(__file__).resolve().parent.parent
 
@@ -48,30 +49,6 @@ def _innermost_frame(tb: TracebackType | None) -> str:
 
 def _threads_since(before: set[threading.Thread]) -> list[str]:
     return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-
-
-class Join:
-    """Run a function in a thread now; ``join()`` waits for it and re-raises its error."""
-
-    def __init__(self, target: Callable[[], object], name: str = "test-helper") -> None:
-        self.error: BaseException | None = None
-        self.result: object = None
-
-        def body() -> None:
-            try:
-                self.result = target()
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=body, name=name, daemon=True)
-        self.thread.start()
-
-    def join(self) -> object:
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive(), "helper thread did not finish in time"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class FailOn(PipelineStage[int]):

@@ -471,27 +471,10 @@ class SafeQueue(Generic[T]):
 
     def _get_batch(self, max_items: int, deadline: float | None = None) -> list[T]:
         # get_many() without the argument checks, with a deadline instead of a
-        # timeout, and the plain-deque case inlined: a lone item's latency
-        # through a pipeline pays for every call on this path.
+        # timeout: a lone item's latency through a pipeline pays for every
+        # call on this path.
         with self.mutex:
-            if self._plain_deque:
-                items = self.queue
-                if not items:
-                    if self.is_shutdown:
-                        raise ShutDown
-                    self._wait_for_items(deadline)
-                n = len(items)
-                if n <= max_items:
-                    taken = list(items)
-                    items.clear()
-                else:
-                    n = max_items
-                    taken = list(starmap(items.popleft, repeat((), n)))
-                self._gets += n
-                if self._sleeping_putters:
-                    self.not_full.notify(n)
-                return taken
-            if not self._qsize():
+            if not (self.queue if self._plain_deque else self._qsize()):
                 if self.is_shutdown:
                     raise ShutDown
                 self._wait_for_items(deadline)

@@ -1,0 +1,32 @@
+"""Helpers shared by the pipeline test modules."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from tests.conftest import WAIT
+
+
+class Join:
+    """Start a function in a thread now; ``join()`` waits for it and re-raises its error."""
+
+    def __init__(self, target: Callable[[], object], name: str = "test-helper") -> None:
+        self.error: BaseException | None = None
+        self.result: object = None
+
+        def body() -> None:
+            try:
+                self.result = target()
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=body, name=name, daemon=True)
+        self.thread.start()
+
+    def join(self) -> object:
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive(), "helper thread did not finish in time"
+        if self.error is not None:
+            raise self.error
+        return self.result
