@@ -10,6 +10,12 @@ input has ended and it has handed on its last output; the last close shuts the
 queue down gracefully, so every worker of the next stage drains what is left
 and then sees end of stream. No pill is ever counted by hand.
 
+How the source is read: a ``SafeQueue`` source is the first stage's input
+queue itself (its own producers end it). An in-memory collection feeding a
+single-worker first stage is read by that worker, in chunks. Anything else is
+read by a feeder thread: collections in chunks, other iterables item by item,
+so no item waits in the feeder while the source blocks for the next one.
+
 How a run is cancelled (an error, ``cancel()``, a timeout, Ctrl-C, a stream
 closed early): every queue is shut down immediately, which wakes every blocked
 put and get; the feeder stops reading the source; each worker finishes the
