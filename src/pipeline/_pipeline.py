@@ -332,20 +332,14 @@ class _Run:
 
     def _feed_chunks(self, source: Iterator[Any], handle: Producer[Any]) -> None:
         # An in-memory collection cannot block, so read it in chunks sized like
-        # worker batches: up to MAX_BATCH items per put.
+        # worker batches, with the reader a lone first worker would use. It
+        # raises ShutDown at the end, and on a source error after failing the run.
+        reader = _SourceReader(source, self, MAX_BATCH)
         cap = 1
         while not self.cancelled:
-            chunk: list[Any] = []
             started = perf_counter()
-            try:
-                chunk.extend(islice(source, cap))
-            finally:
-                self.fed += len(chunk)
-            if not chunk:
-                return
+            chunk = reader._get_batch(cap)
             handle.put_many(chunk)
-            if len(chunk) < cap:
-                return  # islice stopped early: the source is exhausted
             cap = next_batch_cap(perf_counter() - started, len(chunk))
 
     def _feed_items(self, source: Iterator[Any], handle: Producer[Any]) -> None:

@@ -481,25 +481,9 @@ class SafeQueue(Generic[T]):
             return self._take_locked(max_items)
 
     def _put_batch(self, items: list[T]) -> None:
-        # put_many(items) for a list, without the argument checks; the common
-        # case (a plain deque with room for everything) inlined.
+        # put_many(items) for a list, without the argument checks;
+        # _put_many_locked has the common case inlined.
         with self.mutex:
-            queue = self.queue
-            total = len(items)
-            if (
-                self._plain_deque
-                and not self.is_shutdown
-                and (self.maxsize <= 0 or len(queue) + total <= self.maxsize)
-            ):
-                queue.extend(items)
-                self.unfinished_tasks += total
-                self._puts += total
-                size = len(queue)
-                if size > self._peak:  # noqa: PLR1730 (max() costs a call)
-                    self._peak = size
-                if self._sleeping_getters:
-                    self.not_empty.notify(total)
-                return
             self._put_many_locked(items, None)
 
     # -- the ordered hand-off used by multi-worker ordered stages ---------------

@@ -451,13 +451,7 @@ def _item_loop(
             else:
                 batch = take(cap)
             out = process(batch)
-            # Size the next batch to take about BATCH_TARGET_SECONDS.
-            seconds = runner.last_seconds
-            cap = (
-                max(1, min(MAX_BATCH, int(BATCH_TARGET_SECONDS * len(batch) / seconds)))
-                if seconds > 0.0
-                else MAX_BATCH
-            )
+            cap = next_batch_cap(runner.last_seconds, len(batch))
             if in_turn:
                 downstream._put_many_in_turn(ticket, out, window)
             elif out:
