@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import threading
 import weakref
 from collections import Counter
 from collections.abc import Iterator
@@ -663,6 +664,54 @@ def test_blocked_seconds_grow_only_when_a_thread_really_blocked() -> None:
     with pytest.raises(Empty):
         q.get(timeout=SHORT)
     assert q.stats().get_blocked_seconds >= SHORT
+
+
+# -- the public conditions -----------------------------------------------------------
+
+
+def test_the_public_conditions_are_threading_conditions_on_the_queue_mutex() -> None:
+    q = SafeQueue[int]()
+    for condition in (q.not_empty, q.not_full, q.all_tasks_done):
+        assert isinstance(condition, threading.Condition)
+        with condition:
+            assert q.mutex.locked()  # the one lock, shared
+
+
+def test_a_put_wakes_a_thread_waiting_on_the_public_not_empty_condition() -> None:
+    # Code written for queue.Queue may wait on q.not_empty itself; the queue's
+    # own cheaper notify must reach that waiter too.
+    q = SafeQueue[int]()
+
+    def wait_for_an_item() -> int:
+        with q.not_empty:
+            while not q.queue:
+                assert q.not_empty.wait(WAIT), "not woken by the put"
+            return len(q.queue)
+
+    [waiter] = start_blocked(q, [wait_for_an_item], partial(q.put, 1), "other")
+    assert promptly(partial(waiter.result, WAIT)) == 1
+
+
+def test_a_public_notify_wakes_a_blocked_get() -> None:
+    q = SafeQueue[int]()
+
+    def add_behind_the_queues_back() -> None:
+        with q.mutex:
+            q.queue.append(7)
+            q.not_empty.notify()
+
+    [getter] = start_blocked(q, [partial(q.get, timeout=WAIT)], add_behind_the_queues_back, "get")
+    assert promptly(partial(getter.result, WAIT)) == 7
+
+
+def test_a_get_that_timed_out_leaves_no_waiter_behind() -> None:
+    q = SafeQueue[int]()
+    with pytest.raises(Empty):
+        q.get(timeout=SHORT)
+    with pytest.raises(Full):
+        SafeQueue[int](maxsize=1).put_many([1, 2], timeout=SHORT)
+    with q.mutex:
+        assert not q.not_empty._waiters  # type: ignore[attr-defined]
 
 
 # -- iteration and repr ------------------------------------------------------------------

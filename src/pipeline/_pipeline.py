@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from operator import length_hint
-from time import monotonic, perf_counter
+from time import monotonic, perf_counter, perf_counter_ns
 from types import TracebackType
 from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
 
@@ -337,10 +337,10 @@ class _Run:
         reader = _SourceReader(source, self, MAX_BATCH)
         cap = 1
         while not self.cancelled:
-            started = perf_counter()
+            started = perf_counter_ns()
             chunk = reader._get_batch(cap)
             handle.put_many(chunk)
-            cap = next_batch_cap(perf_counter() - started, len(chunk))
+            cap = next_batch_cap(perf_counter_ns() - started, len(chunk))
 
     def _feed_items(self, source: Iterator[Any], handle: Producer[Any]) -> None:
         # Any other iterable may block between items (a socket, a queue, a

@@ -78,7 +78,7 @@ class StageRecorder:
     """
 
     __slots__ = (
-        "busy_seconds",
+        "busy_ns",
         "completed",
         "dead_letters",
         "dropped",
@@ -95,22 +95,22 @@ class StageRecorder:
         self.dropped = 0
         self.failed = 0
         self.retried = 0
-        self.busy_seconds = 0.0
+        self.busy_ns = 0
         self.dead_letters: list[DeadLetter] = []
 
     def batch_done(
-        self, received: int, completed: int, emitted: int, dropped: int, seconds: float
+        self, received: int, completed: int, emitted: int, dropped: int, nanoseconds: int
     ) -> None:
         """A batch of ``received`` items was processed (or abandoned part way).
 
         ``completed`` of them finished (``dropped`` of those with no output),
-        producing ``emitted`` outputs, in ``seconds`` of processing.
+        producing ``emitted`` outputs, in ``nanoseconds`` of processing.
         """
         self.received += received
         self.completed += completed
         self.emitted += emitted
         self.dropped += dropped
-        self.busy_seconds += seconds
+        self.busy_ns += nanoseconds
 
     def retrying(self, item: object, exception: BaseException, attempt: int) -> None:
         """``item`` failed on ``attempt`` and will be tried again."""
@@ -181,7 +181,7 @@ class StageReport:
             failed=failed,
             retried=sum(r.retried for r in recorders),
             not_processed=arrived - completed - failed,
-            busy_seconds=sum(r.busy_seconds for r in recorders),
+            busy_seconds=sum(r.busy_ns for r in recorders) / 1e9,
             queue=queue,
         )
 

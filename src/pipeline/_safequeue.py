@@ -12,6 +12,7 @@ semantics (CPython 3.13's, ``shutdown()`` included) on every supported Python.
 from __future__ import annotations
 
 import threading
+from _thread import allocate_lock as _allocate_lock
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -81,20 +82,57 @@ class QueueStats:
     is_shutdown: bool
 
 
-class _Always:
-    # Stands in for a waiter list we cannot see: "maybe someone waits".
-    def __bool__(self) -> bool:
-        return True
+class _Condition(threading.Condition):
+    """A ``threading.Condition`` with a cheaper wait and notify for its owner.
 
-
-def _waiter_list(condition: threading.Condition) -> Any:
-    """Return the condition's list of sleeping waiters, or an always-true stand-in.
-
-    CPython's Condition keeps un-notified waiters in ``_waiters`` (every
-    version from 2.x to 3.14); if an implementation lacks it, we notify always.
+    The queue calls ``_wait_held`` and ``_notify_held`` only with the mutex
+    held, so they skip the ownership checks and the method calls that
+    ``wait()`` and ``notify()`` make around the same steps; a lone item's
+    latency pays for every one of them at each hop. They keep the waiters in
+    the condition's own ``_waiters`` deque, with the same protocol, so the
+    public ``wait()`` and ``notify()`` (inherited) interleave with them.
     """
-    waiters = getattr(condition, "_waiters", None)
-    return _Always() if waiters is None else waiters
+
+    _waiters: deque[Any]
+    _lock: Any
+
+    if hasattr(threading.Condition(), "_waiters"):  # CPython, PyPy: every version
+
+        def _wait_held(self, timeout: float | None = None) -> bool:
+            waiter = _allocate_lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+            self._lock.release()
+            woken = False
+            try:
+                woken = waiter.acquire() if timeout is None else waiter.acquire(timeout=timeout)
+                return woken
+            finally:
+                self._lock.acquire()
+                if not woken:
+                    try:
+                        self._waiters.remove(waiter)
+                    except ValueError:
+                        pass  # notified just as the wait ended
+
+        def _notify_held(self, n: int = 1) -> None:
+            waiters = self._waiters
+            while waiters and n > 0:
+                waiter = waiters.popleft()
+                try:
+                    waiter.release()
+                except RuntimeError:
+                    continue  # released by a notify interrupted before removing it
+                n -= 1
+
+    else:  # pragma: no cover (no known implementation lacks _waiters)
+        _waiters = deque([None])  # "maybe someone waits": always notify
+
+        def _wait_held(self, timeout: float | None = None) -> bool:
+            return self.wait(timeout)
+
+        def _notify_held(self, n: int = 1) -> None:
+            self.notify(n)
 
 
 class SafeQueue(Generic[T]):
@@ -144,9 +182,13 @@ class SafeQueue(Generic[T]):
         # conditions share it:
         self.mutex = threading.Lock()
         # not_empty: an item was added (or the queue shut down); getters wait.
-        self.not_empty = threading.Condition(self.mutex)
         # not_full: an item was removed (or the queue shut down); putters wait.
-        self.not_full = threading.Condition(self.mutex)
+        # The queue itself uses them through the private names, which have
+        # the cheaper wait and notify; the public names keep their stdlib type.
+        self._not_empty = _Condition(self.mutex)
+        self._not_full = _Condition(self.mutex)
+        self.not_empty: threading.Condition = self._not_empty
+        self.not_full: threading.Condition = self._not_full
         # all_tasks_done: unfinished_tasks reached zero; join() waits.
         self.all_tasks_done = threading.Condition(self.mutex)
         # turn_taken: an ordered hand-off advanced (see _put_many_in_turn).
@@ -162,8 +204,8 @@ class SafeQueue(Generic[T]):
         # put, and a waiter already notified but not yet running needs no more.
         self._putters_waiting = 0
         self._getters_waiting = 0
-        self._sleeping_getters = _waiter_list(self.not_empty)
-        self._sleeping_putters = _waiter_list(self.not_full)
+        self._sleeping_getters = self._not_empty._waiters
+        self._sleeping_putters = self._not_full._waiters
         self._producers = 0
         self._peak = 0
         self._puts = 0
@@ -280,7 +322,7 @@ class SafeQueue(Generic[T]):
             if size > self._peak:  # noqa: PLR1730 (max() costs a call per put)
                 self._peak = size
             if self._sleeping_getters:
-                self.not_empty.notify()
+                self._not_empty._notify_held()
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Remove and return the item at the front of the queue.
@@ -316,7 +358,7 @@ class SafeQueue(Generic[T]):
             item: T = items.popleft() if items is not None else self._get()
             self._gets += 1
             if self._sleeping_putters:
-                self.not_full.notify()
+                self._not_full._notify_held()
             return item
 
     def put_nowait(self, item: T) -> None:
@@ -483,6 +525,8 @@ class SafeQueue(Generic[T]):
     def _put_batch(self, items: list[T]) -> None:
         # put_many(items) for a list, without the argument checks;
         # _put_many_locked has the common case inlined.
+        if not items:
+            return  # a batch that produced no output: nothing to wake anyone for
         with self.mutex:
             self._put_many_locked(items, None)
 
@@ -570,7 +614,7 @@ class SafeQueue(Generic[T]):
                 taken = list(starmap(items.popleft, repeat((), n)))
             self._gets += n
             if self._sleeping_putters:
-                self.not_full.notify(n)
+                self._not_full._notify_held(n)
             return taken
         taken = []
         try:
@@ -584,7 +628,7 @@ class SafeQueue(Generic[T]):
     def _count_get_locked(self, n: int) -> None:
         self._gets += n
         if n and self._sleeping_putters:
-            self.not_full.notify(n)
+            self._not_full._notify_held(n)
 
     def _put_many_locked(self, items: list[T] | tuple[T, ...], deadline: float | None) -> None:
         if self.is_shutdown:
@@ -602,7 +646,7 @@ class SafeQueue(Generic[T]):
                 if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
                     self._peak = size
                 if self._sleeping_getters:
-                    self.not_empty.notify(total)
+                    self._not_empty._notify_held(total)
                 return
         done = 0
         while done < total:
@@ -636,7 +680,7 @@ class SafeQueue(Generic[T]):
         if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
             self._peak = size
         if n and self._sleeping_getters:
-            self.not_empty.notify(n)
+            self._not_empty._notify_held(n)
 
     def _wait_for_room(self, needed: int, deadline: float | None) -> None:
         # Wait until `needed` slots are free; raise Full at the deadline and
@@ -647,12 +691,12 @@ class SafeQueue(Generic[T]):
         try:
             while self._qsize() > limit:
                 if deadline is None:
-                    self.not_full.wait()
+                    self._not_full._wait_held()
                 else:
                     remaining = deadline - monotonic()
                     if remaining <= 0.0:
                         raise Full
-                    self.not_full.wait(remaining)
+                    self._not_full._wait_held(remaining)
                 if self.is_shutdown:
                     raise ShutDown
         except BaseException:
@@ -660,7 +704,7 @@ class SafeQueue(Generic[T]):
             # shutdown, KeyboardInterrupt) passes it on, so no room is left
             # unclaimed while another putter sleeps.
             if self._putters_waiting > 1 and self._qsize() <= limit:
-                self.not_full.notify()
+                self._not_full._notify_held()
             raise
         finally:
             self._putters_waiting -= 1
@@ -674,17 +718,17 @@ class SafeQueue(Generic[T]):
         try:
             while not self._qsize():
                 if deadline is None:
-                    self.not_empty.wait()
+                    self._not_empty._wait_held()
                 else:
                     remaining = deadline - monotonic()
                     if remaining <= 0.0:
                         raise Empty
-                    self.not_empty.wait(remaining)
+                    self._not_empty._wait_held(remaining)
                 if self.is_shutdown and not self._qsize():
                     raise ShutDown
         except BaseException:
             if self._getters_waiting > 1 and self._qsize():
-                self.not_empty.notify()
+                self._not_empty._notify_held()
             raise
         finally:
             self._getters_waiting -= 1

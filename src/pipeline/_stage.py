@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from itertools import compress
-from time import monotonic, perf_counter
+from time import monotonic, perf_counter_ns
 from typing import Any, Generic, Protocol
 
 from ._compat import TypeVar
@@ -53,6 +53,8 @@ MAX_BATCH = 4096
 
 BATCH_TARGET_SECONDS = 0.002
 """The processing time per batch the adaptive cap aims for."""
+
+_BATCH_TARGET_NS = round(BATCH_TARGET_SECONDS * 1e9)
 
 
 class PipelineStage(ABC, Generic[In, Out]):
@@ -204,16 +206,20 @@ _SKIPPED: Any = _SkippedResult()
 
 
 class BatchRunner:
-    """Process one batch with the stage's error policy; record what happened.
+    """Process one batch with the stage's error policy, record it, hand it on.
 
-    One per worker. ``run(batch)`` returns the outputs of the batch in input
-    order, and records the batch (one recorder call). Fail-fast errors are
-    reported to the supervisor and end the worker with ``_Abort``, after the
-    part of the batch done so far was recorded.
+    One per worker. ``run(batch)`` calls the stage on every item, records the
+    batch (one recorder call), sizes the next one (``cap``), and then passes
+    the outputs, in input order, to ``give`` (also when there are none).
+    Handing on comes last: a thread that keeps running after waking the next
+    stage's thread makes that thread wait for the GIL, a second wake-up on
+    the path of a lone item. Fail-fast errors are reported to the supervisor
+    and end the worker with ``_Abort``, after the part of the batch done so
+    far was recorded.
     """
 
-    __slots__ = ("_attempt", "call", "kind", "last_seconds", "name", "on_error", "recorder",
-                 "retry", "run", "supervisor")  # fmt: skip
+    __slots__ = ("_attempt", "call", "cap", "give", "kind", "name", "on_error", "recorder",
+                 "retry", "run", "supervisor", "ticket")  # fmt: skip
 
     def __init__(
         self,
@@ -221,6 +227,7 @@ class BatchRunner:
         stage: PipelineStage[Any, Any],
         recorder: StageRecorder,
         supervisor: Supervisor,
+        give: Callable[[list[Any]], None],
     ) -> None:
         kind, call = kind_of(stage)
         self.name = spec.name
@@ -230,13 +237,15 @@ class BatchRunner:
         self.on_error = spec.on_error
         self.recorder = recorder
         self.supervisor = supervisor
-        self.last_seconds = 0.0
+        self.give = give
+        self.cap = 1  # the first batch measures the cost per item
+        self.ticket = 0  # the batch's place in line, for an ordered hand-off
         # A retried MANY item is materialised, so a failure halfway through its
         # outputs emits none of them.
         self._attempt: Callable[[Any], Any] = (
             (lambda item: list(call(item))) if kind is StageKind.MANY else call
         )
-        self.run: Callable[[list[Any]], list[Any]] = (
+        self.run: Callable[[list[Any]], None] = (
             self._one
             if kind is StageKind.ONE
             else self._filter
@@ -244,17 +253,24 @@ class BatchRunner:
             else self._many
         )
 
-    def _done(
-        self, received: int, completed: int, emitted: int, dropped: int, started: float
+    def _finish(
+        self, out: list[Any], received: int, completed: int, dropped: int, started: int
     ) -> None:
-        seconds = perf_counter() - started
-        self.last_seconds = seconds
-        self.recorder.batch_done(received, completed, emitted, dropped, seconds)
+        elapsed = perf_counter_ns() - started
+        self.recorder.batch_done(received, completed, len(out), dropped, elapsed)
+        self.cap = next_batch_cap(elapsed, received)
+        self.give(out)
+
+    def _done(
+        self, received: int, completed: int, emitted: int, dropped: int, started: int
+    ) -> None:
+        # Record the part of a batch done before a fail-fast error.
+        self.recorder.batch_done(received, completed, emitted, dropped, perf_counter_ns() - started)
 
     def _call_each(
         self,
         batch: list[Any],
-        started: float,
+        started: int,
         results: list[Any] | None = None,
         error: Exception | None = None,
     ) -> tuple[list[Any], int]:
@@ -297,10 +313,10 @@ class BatchRunner:
         # Whether a result of the stage's callable becomes an output.
         return self.kind is not StageKind.FILTER or bool(result)
 
-    def _one(self, batch: list[Any]) -> list[Any]:
-        started = perf_counter()
-        # The common case inlined (no failure): every call here is paid once
-        # per batch, and a lone item's latency pays for each.
+    def _one(self, batch: list[Any]) -> None:
+        started = perf_counter_ns()
+        # The common case inlined (no failure): every call up to the hand-off
+        # is paid once per batch, and a lone item's latency pays for each.
         out: list[Any] = []
         error: Exception | None = None
         try:
@@ -308,31 +324,30 @@ class BatchRunner:
         except Exception as exc:  # noqa: BLE001 (the error policy decides, below)
             error = exc
         else:
-            if len(out) == len(batch):
-                seconds = perf_counter() - started
-                self.last_seconds = seconds
-                n = len(batch)
-                self.recorder.batch_done(n, n, n, 0, seconds)
-                return out
+            n = len(batch)
+            if len(out) == n:
+                elapsed = perf_counter_ns() - started
+                self.recorder.batch_done(n, n, n, 0, elapsed)
+                self.cap = next_batch_cap(elapsed, n)
+                self.give(out)
+                return
             error = _stop_iteration_error()
         out, failed = self._call_each(batch, started, out, error)
         if failed:
             out = [r for r in out if r is not _SKIPPED]
-        self._done(len(batch), len(batch) - failed, len(out), 0, started)
-        return out
+        self._finish(out, len(batch), len(batch) - failed, 0, started)
 
-    def _filter(self, batch: list[Any]) -> list[Any]:
-        started = perf_counter()
+    def _filter(self, batch: list[Any]) -> None:
+        started = perf_counter_ns()
         keep, failed = self._call_each(batch, started)
         if failed:
             keep = [flag is not _SKIPPED and flag for flag in keep]
         out = list(compress(batch, keep))
         completed = len(batch) - failed
-        self._done(len(batch), completed, len(out), completed - len(out), started)
-        return out
+        self._finish(out, len(batch), completed, completed - len(out), started)
 
-    def _many(self, batch: list[Any]) -> list[Any]:
-        started = perf_counter()
+    def _many(self, batch: list[Any]) -> None:
+        started = perf_counter_ns()
         out: list[Any] = []
         call = self.call
         failed = dropped = 0
@@ -352,8 +367,7 @@ class BatchRunner:
                     raise
             if len(out) == mark:
                 dropped += 1
-        self._done(len(batch), len(batch) - failed, len(out), dropped, started)
-        return out
+        self._finish(out, len(batch), len(batch) - failed, dropped, started)
 
     def _recover(self, item: Any, exc: Exception) -> Any:
         # Retry per policy; return the successful result, or record a dead
@@ -376,11 +390,17 @@ class BatchRunner:
         raise _Abort
 
 
-def next_batch_cap(seconds: float, count: int) -> int:
-    """Size the next batch so that it takes about BATCH_TARGET_SECONDS."""
-    if seconds <= 0.0:
-        return MAX_BATCH
-    return max(1, min(MAX_BATCH, int(BATCH_TARGET_SECONDS * count / seconds)))
+def next_batch_cap(nanoseconds: int, count: int) -> int:
+    """Size the next batch so that it takes about BATCH_TARGET_SECONDS.
+
+    ``count`` items took ``nanoseconds`` (as ``perf_counter_ns()`` measures).
+    """
+    # Integer comparisons rather than min(), max() and int(): this runs once
+    # per batch, on the path of a lone item, where each builtin call shows.
+    if nanoseconds * MAX_BATCH <= _BATCH_TARGET_NS * count:
+        return MAX_BATCH  # also when the clock did not advance
+    cap: int = _BATCH_TARGET_NS * count // nanoseconds
+    return cap if cap > 1 else 1
 
 
 def run_worker(
@@ -430,34 +450,35 @@ def _item_loop(
     supervisor: Supervisor,
     recorder: StageRecorder,
 ) -> None:
-    # The hot loop: one get, one run, one put per batch, and nothing else that
-    # costs a call; a lone item's latency pays for every line here.
-    runner = BatchRunner(spec, stage, recorder, supervisor)
-    process = runner.run
+    # The hot loop: one get, then the runner processes the batch and hands
+    # it on; a lone item's latency pays for every line here.
     downstream = outbox.queue
-    in_turn = spec.ordered and spec.workers > 1
-    ticketed = inbox._get_many_ticketed if isinstance(inbox, SafeQueue) else None
+    if spec.ordered and spec.workers > 1 and isinstance(inbox, SafeQueue):
+        # Batches are numbered as they are taken and handed on in that order.
+        # Up to `window` finished batches may wait for an earlier one; then
+        # the worker itself waits: a bounded reorder window.
+        window = 2 * spec.workers
+        in_turn = downstream._put_many_in_turn
+        runner = BatchRunner(
+            spec, stage, recorder, supervisor, lambda out: in_turn(runner.ticket, out, window)
+        )
+        ticketed = inbox._get_many_ticketed
+        process = runner.run
+        try:
+            while not supervisor.cancelled:
+                runner.ticket, batch = ticketed(runner.cap)
+                process(batch)
+        except ShutDown:
+            pass
+        return
+    runner = BatchRunner(spec, stage, recorder, supervisor, downstream._put_batch)
+    process = runner.run
     take = inbox._get_batch
-    give = downstream._put_batch
-    # Up to this many finished batches may wait for an earlier one to be
-    # handed on; then the worker itself waits. Bounded reorder window.
-    window = 2 * spec.workers
-    cap = 1
-    ticket = 0
     try:
         while not supervisor.cancelled:
-            if in_turn and ticketed is not None:
-                ticket, batch = ticketed(cap)
-            else:
-                batch = take(cap)
-            out = process(batch)
-            cap = next_batch_cap(runner.last_seconds, len(batch))
-            if in_turn:
-                downstream._put_many_in_turn(ticket, out, window)
-            elif out:
-                give(out)
+            process(take(runner.cap))
     except ShutDown:
-        return
+        pass
 
 
 def _batch_loop(
@@ -475,7 +496,7 @@ def _batch_loop(
     def emit() -> None:
         nonlocal buffer
         batch, buffer = buffer, []
-        recorder.batch_done(0, len(batch), 1, 0, 0.0)
+        recorder.batch_done(0, len(batch), 1, 0, 0)
         outbox.put(batch)
 
     try:
@@ -492,7 +513,7 @@ def _batch_loop(
                 if buffer and not supervisor.cancelled:
                     emit()
                 return
-            recorder.batch_done(len(items), 0, 0, 0, 0.0)
+            recorder.batch_done(len(items), 0, 0, 0, 0)
             if not buffer and max_wait is not None:
                 deadline = monotonic() + max_wait
             buffer.extend(items)
