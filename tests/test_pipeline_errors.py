@@ -337,6 +337,18 @@ def test_stop_iteration_in_process_fails_the_run(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_stop_iteration_on_a_lone_item_fails_the_run(kind: str) -> None:
+    # A batch of one item takes a path of its own: the same error must come out.
+    pipeline = Pipeline[int]()
+    _add_kind(pipeline, kind, _stop_on_3)
+    with pytest.raises(StageError) as caught:
+        pipeline.run([3])
+    assert (caught.value.stage, caught.value.item) == ("s", 3)
+    assert "StopIteration" in str(caught.value)
+    _assert_failed_report(caught.value.report)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_stop_iteration_in_process_drops_no_other_item(kind: str) -> None:
     pipeline = Pipeline[int]()
     _add_kind(pipeline, kind, _stop_on_3, on_error="skip")

@@ -358,9 +358,8 @@ class _Run:
 
     def next_outputs(self, deadline: float | None) -> list[Any]:
         """Return the next batch of outputs; ``[]`` once the run has ended."""
-        final = self.queues[-1]
         try:
-            batch = final._get_batch(MAX_BATCH, deadline)
+            batch = self.queues[-1]._get_batch(MAX_BATCH, deadline)
         except ShutDown:
             return []
         except Empty:
@@ -756,7 +755,14 @@ class Pipeline(Generic[In, Out]):
         try:
             try:
                 run.start()
-                while batch := run.next_outputs(deadline):
+                take = run.next_outputs
+                while batch := take(deadline):
+                    if len(batch) == 1:
+                        # A lone item, as when a caller talks to the pipeline
+                        # one item at a time: no iterator to delegate to.
+                        run.delivered += 1
+                        yield batch[0]
+                        continue
                     run.delivered += len(batch)
                     items = iter(batch)
                     try:

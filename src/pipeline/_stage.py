@@ -320,7 +320,12 @@ class BatchRunner:
         out: list[Any] = []
         error: Exception | None = None
         try:
-            out.extend(map(self.call, batch))
+            if len(batch) == 1:
+                out.append(self.call(batch[0]))  # a lone item: cheaper than map()
+            else:
+                out.extend(map(self.call, batch))
+        except StopIteration:
+            error = _stop_iteration_error()  # as map() would have it, below
         except Exception as exc:  # noqa: BLE001 (the error policy decides, below)
             error = exc
         else:
