@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pipeline import Pipeline, PipelineCancelled, PipelineStage, StageError
+from pipeline._report import StageRecorder
+from pipeline._stage import BatchRunner
 from pipeline.stages import (
     AddStage,
     EachStage,
@@ -486,3 +488,71 @@ def test_subclass_overriding_process_of_a_function_stage_is_honoured() -> None:
 
     assert Pipeline[str]().add(Loud(str.upper)).run(["a"]).outputs == ["A!"]
     assert Pipeline[int]().add(Evens()).run([1, 2]).outputs == [-1, 2, -1]
+
+
+# -- the batch runner ---------------------------------------------------------------
+
+
+class _Supervisor:
+    cancelled = False
+
+    def __init__(self) -> None:
+        self.errors: list[StageError] = []
+
+    def fail(self, error: StageError) -> None:
+        self.errors.append(error)
+
+    def pause(self, seconds: float) -> bool:
+        return True
+
+
+def _run_filter_batch(
+    predicate: Callable[[int], object], batch: list[int]
+) -> tuple[list[int], StageRecorder, list[object]]:
+    """Run one batch through a skip-on-error filter's runner; return outputs, books, dead items."""
+    [spec] = Pipeline[int]().filter(predicate, name="f", on_error="skip")._specs
+    handed_on: list[int] = []
+    recorder = StageRecorder()
+    runner = BatchRunner(spec, spec.stage, recorder, _Supervisor(), handed_on.extend)
+    runner.run(batch)
+    return handed_on, recorder, [letter.item for letter in recorder.dead_letters]
+
+
+def _even_but_stop_on(bad: int) -> Callable[[int], bool]:
+    def predicate(x: int) -> bool:
+        if x == bad:
+            raise StopIteration
+        return x % 2 == 0
+
+    return predicate
+
+
+@pytest.mark.parametrize("bad", [1, 4, 7, 8])  # first, middle, second to last, last
+def test_a_filter_predicate_raising_stop_iteration_loses_no_other_item(bad: int) -> None:
+    batch = [1, 2, 3, 4, 5, 6, 7, 8]
+    out, books, dead = _run_filter_batch(_even_but_stop_on(bad), batch)
+    assert out == [x for x in batch if x % 2 == 0 and x != bad]
+    assert dead == [bad]
+    assert (books.received, books.completed, books.failed) == (8, 7, 1)
+    assert books.emitted + books.dropped == books.completed
+
+
+def test_a_filter_failure_amid_repeated_objects_keeps_the_right_outputs() -> None:
+    # The same int objects occur several times; the failure is in the middle.
+    batch = [2, 2, 3, 2, 9, 3, 2, 4]
+
+    def predicate(x: int) -> bool:
+        if x == 9:
+            raise ValueError(x)
+        return x % 2 == 0
+
+    out, books, dead = _run_filter_batch(predicate, batch)
+    assert out == [2, 2, 2, 2, 4]
+    assert dead == [9]
+    assert (books.received, books.completed, books.emitted, books.dropped) == (8, 7, 5, 2)
+
+
+def test_a_filter_batch_of_one_item() -> None:
+    assert _run_filter_batch(lambda x: x > 0, [5])[0] == [5]
+    assert _run_filter_batch(lambda x: x > 0, [-5])[0] == []
+    assert _run_filter_batch(_even_but_stop_on(5), [5])[2] == [5]

@@ -21,7 +21,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from itertools import compress
+from itertools import chain, compress
+from operator import length_hint
 from time import monotonic, perf_counter_ns
 from typing import Any, Generic, Protocol
 
@@ -344,12 +345,30 @@ class BatchRunner:
 
     def _filter(self, batch: list[Any]) -> None:
         started = perf_counter_ns()
-        keep, failed = self._call_each(batch, started)
+        n = len(batch)
+        # One pass with filter(). It takes a StopIteration from the predicate
+        # for the end of its input, so the batch is followed by a marker that
+        # notes whether filter() really went past the last item.
+        out: list[Any] = []
+        items = iter(batch)
+        end = _EndMarker()
+        error: Exception | None = None
+        try:
+            out.extend(filter(self.call, chain(items, end)))
+        except Exception as exc:  # noqa: BLE001 (the error policy decides, below)
+            error = exc
+        else:
+            if end.reached:
+                self._finish(out, n, n, n - len(out), started)
+                return
+            error = _stop_iteration_error()
+        index = n - 1 - length_hint(items)  # the item filter() was calling
+        keep, failed = self._call_each(batch, started, _passed_flags(batch, index, out), error)
         if failed:
             keep = [flag is not _SKIPPED and flag for flag in keep]
         out = list(compress(batch, keep))
-        completed = len(batch) - failed
-        self._finish(out, len(batch), completed, completed - len(out), started)
+        completed = n - failed
+        self._finish(out, n, completed, completed - len(out), started)
 
     def _many(self, batch: list[Any]) -> None:
         started = perf_counter_ns()
@@ -393,6 +412,32 @@ class BatchRunner:
             raise _Skipped
         self.supervisor.fail(StageError(self.name, exc, item=item, has_item=True))
         raise _Abort
+
+
+class _EndMarker:
+    """Follows a batch in a chain(): notes whether the chain got past the batch."""
+
+    __slots__ = ("reached",)
+
+    def __init__(self) -> None:
+        self.reached = False
+
+    def __iter__(self) -> Iterator[Any]:
+        self.reached = True
+        return iter(())
+
+
+def _passed_flags(batch: list[Any], count: int, passed: list[Any]) -> list[bool]:
+    # Which of the first `count` items of `batch` a filter passed, given the
+    # ones it passed, in order. Matching by identity, an object that occurs
+    # twice may be marked at the other place: the outputs are the same.
+    flags: list[bool] = []
+    matched = 0
+    for item in batch[:count]:
+        hit = matched < len(passed) and passed[matched] is item
+        flags.append(hit)
+        matched += hit
+    return flags
 
 
 def next_batch_cap(nanoseconds: int, count: int) -> int:
