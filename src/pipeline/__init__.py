@@ -22,6 +22,8 @@ from ._exceptions import ProducerError as ProducerError
 from ._exceptions import ShutDown as ShutDown
 from ._exceptions import StageError as StageError
 from ._pipeline import DEFAULT_MAXSIZE as DEFAULT_MAXSIZE
+from ._pipeline import DEFAULT_QUEUE_BYTES as DEFAULT_QUEUE_BYTES
+from ._pipeline import MIN_DEFAULT_MAXSIZE as MIN_DEFAULT_MAXSIZE
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import RunResult as RunResult
 from ._pipeline import StageOptions as StageOptions
@@ -43,6 +45,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MAXSIZE",
+    "DEFAULT_QUEUE_BYTES",
+    "MIN_DEFAULT_MAXSIZE",
     "DeadLetter",
     "Empty",
     "Full",

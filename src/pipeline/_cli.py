@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--queue-size",
         type=_positive_int,
-        default=DEFAULT_MAXSIZE,
-        help=f"bound of each stage's input queue (default {DEFAULT_MAXSIZE})",
+        default=None,
+        help="bound of each stage's input queue, in items (default: set from the item "
+        f"size, at most {DEFAULT_MAXSIZE})",
     )
     parser.add_argument(
         "--unordered", action="store_true", help="emit items as they finish, not in input order"

@@ -61,7 +61,15 @@ from ._stage import (
 )
 from .stages import EachStage, FilterStage, FlatMapStage, MapStage
 
-__all__ = ["DEFAULT_MAXSIZE", "Pipeline", "RunResult", "StageOptions", "Stream"]
+__all__ = [
+    "DEFAULT_MAXSIZE",
+    "DEFAULT_QUEUE_BYTES",
+    "MIN_DEFAULT_MAXSIZE",
+    "Pipeline",
+    "RunResult",
+    "StageOptions",
+    "Stream",
+]
 
 logger = logging.getLogger("pipeline")
 
@@ -70,8 +78,25 @@ Out = DefaultTypeVar("Out", default=In)
 R = TypeVar("R")
 T = TypeVar("T")
 
-DEFAULT_MAXSIZE = 2048
-"""Default bound of each stage's input queue, in items."""
+DEFAULT_MAXSIZE = 8192
+"""The most items a queue of a pipeline holds when no ``maxsize`` was given.
+
+Fewer when the items are big: see :data:`DEFAULT_QUEUE_BYTES`.
+"""
+
+DEFAULT_QUEUE_BYTES = 2 * 1024 * 1024
+"""About how many bytes of items a queue holds when no ``maxsize`` was given.
+
+The first item put into such a queue sets its bound: ``DEFAULT_QUEUE_BYTES``
+divided by ``sys.getsizeof(item)``, at most :data:`DEFAULT_MAXSIZE` and at
+least :data:`MIN_DEFAULT_MAXSIZE`. Integers get 8192 slots, items of 1 KB
+about 2000. ``sys.getsizeof`` does not count what an object refers to (the
+pixels of an image object, the contents of a list), so for such items set
+``maxsize`` yourself.
+"""
+
+MIN_DEFAULT_MAXSIZE = 16
+"""The fewest items a queue holds when its bound was set from the item size."""
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -106,7 +131,8 @@ class StageOptions(TypedDict, total=False):
         ordered: with several workers, emit in input order (default ``True``)
             through a bounded reorder window; ``False`` emits as items finish.
         maxsize: the bound of the stage's *input* queue, in items (default:
-            the pipeline's ``maxsize``).
+            the pipeline's ``maxsize``; if that is ``None`` too, set from the
+            size of the first item, see :data:`DEFAULT_QUEUE_BYTES`).
         on_error: ``"raise"`` (fail-fast, default) or ``"skip"`` (dead letter).
         retry: a :class:`~pipeline.Retry` policy applied before ``on_error``.
     """
@@ -195,7 +221,7 @@ class _Run:
     def __init__(
         self,
         specs: tuple[StageSpec, ...],
-        final_maxsize: int,
+        final_maxsize: int | None,
         source: Iterator[Any] | SafeQueue[Any],
         *,
         in_memory: bool = False,
@@ -209,13 +235,13 @@ class _Run:
         if isinstance(source, SafeQueue):
             head: SafeQueue[Any] = source
         else:
-            head = SafeQueue(specs[0].maxsize if specs else final_maxsize)
+            head = _new_queue(specs[0].maxsize if specs else final_maxsize)
         # queues[i] feeds stage i; queues[-1] holds the outputs. With no stage
         # the head queue is the output queue.
         self.queues: list[SafeQueue[Any]] = [head]
         if specs:
-            self.queues += [SafeQueue(spec.maxsize) for spec in specs[1:]]
-            self.queues.append(SafeQueue(final_maxsize))
+            self.queues += [_new_queue(spec.maxsize) for spec in specs[1:]]
+            self.queues.append(_new_queue(final_maxsize))
         self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
         self.threads: list[threading.Thread] = []
         self.claimed = False
@@ -294,7 +320,7 @@ class _Run:
             ):
                 # One worker and a collection that cannot block: the worker
                 # reads the source itself, one thread and one hand-off less.
-                first_inbox = _SourceReader(self.source, self, first.maxsize)
+                first_inbox = _SourceReader(self.source, self, first.maxsize or DEFAULT_MAXSIZE)
             else:
                 feed = functools.partial(self._feed, in_memory=self.in_memory)
                 plans.append(("pipeline-source", feed, (self.source, self.queues[0].producer())))
@@ -460,7 +486,9 @@ class Pipeline(Generic[In, Out]):
 
     Args:
         maxsize: default bound of every stage's input queue and of the output
-            queue, in items.
+            queue, in items. ``None`` (the default) lets the first item put
+            into each queue set its bound: up to :data:`DEFAULT_MAXSIZE`
+            items, fewer for big items (see :data:`DEFAULT_QUEUE_BYTES`).
 
     Raises:
         TypeError / ValueError: an invalid option, at the call that set it.
@@ -468,8 +496,8 @@ class Pipeline(Generic[In, Out]):
             closed pipeline.
     """
 
-    def __init__(self, *, maxsize: int = DEFAULT_MAXSIZE) -> None:
-        self._maxsize = _check_int("maxsize", maxsize, 1)
+    def __init__(self, *, maxsize: int | None = None) -> None:
+        self._maxsize = None if maxsize is None else _check_int("maxsize", maxsize, 1)
         self._specs: list[StageSpec] = []
         self._frozen = False
         self._closed = False
@@ -647,7 +675,11 @@ class Pipeline(Generic[In, Out]):
     # -- running ------------------------------------------------------------------
 
     def _new_run(
-        self, source: Iterable[In] | SafeQueue[In], timeout: float | None, *, final_maxsize: int
+        self,
+        source: Iterable[In] | SafeQueue[In],
+        timeout: float | None,
+        *,
+        final_maxsize: int | None,
     ) -> _Run:
         if self._closed:
             raise PipelineStateError("the pipeline is closed")
@@ -861,6 +893,16 @@ class _BatchStage(PipelineStage[Any, list[Any]]):
 
     def process(self, item: Any) -> list[Any]:
         return [item]
+
+
+def _new_queue(maxsize: int | None) -> SafeQueue[Any]:
+    # A queue of a run: `maxsize` items (0: unbounded), or None for a bound
+    # set by the first item put (see DEFAULT_QUEUE_BYTES).
+    if maxsize is not None:
+        return SafeQueue(maxsize)
+    queue: SafeQueue[Any] = SafeQueue(DEFAULT_MAXSIZE)
+    queue._fit_maxsize_to_first_item(DEFAULT_QUEUE_BYTES, MIN_DEFAULT_MAXSIZE)
+    return queue
 
 
 def _join(thread: threading.Thread) -> None:

@@ -11,6 +11,7 @@ semantics (CPython 3.13's, ``shutdown()`` included) on every supported Python.
 
 from __future__ import annotations
 
+import sys
 import threading
 from _thread import allocate_lock as _allocate_lock
 from collections import deque
@@ -219,6 +220,10 @@ class SafeQueue(Generic[T]):
         self._turn = 0
         self._parked: dict[int, list[T]] = {}
         self._ticket_holder: object = None
+        # Set by _fit_maxsize_to_first_item: the bytes that maxsize items of
+        # the first item's size should come to (0: maxsize stays as it is).
+        self._fit_bytes = 0
+        self._fit_least = 1
         cls = type(self)
         self._plain_deque = (
             cls._init is SafeQueue._init
@@ -298,6 +303,8 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             if self.is_shutdown:
                 raise ShutDown
+            if self._fit_bytes:
+                self._fit_maxsize_locked(item)
             # The plain-deque fast path inlines _qsize/_put: a third of the
             # cost of a put with nobody waiting.
             items = self.queue if self._plain_deque else None
@@ -582,6 +589,17 @@ class SafeQueue(Generic[T]):
                 self._turn_taken.notify_all()
                 batch = self._parked.pop(self._turn, None)
 
+    def _fit_maxsize_to_first_item(self, budget_bytes: int, least: int) -> None:
+        # Let the first item put lower maxsize to about `budget_bytes` worth
+        # of items of its size (sys.getsizeof, which is shallow), but not
+        # below `least`. A pipeline's queues without an explicit bound use
+        # this: small items get a long queue, which means fewer hand-offs
+        # between threads; big ones a short one, which bounds the memory.
+        with self.mutex:
+            if not self._puts:
+                self._fit_bytes = budget_bytes
+                self._fit_least = least
+
     def _wait_for_shutdown(self, deadline: float | None) -> bool:
         # Wait, without counting as a getter (so puts do not wake us), until
         # the queue is shut down; False if the deadline passed first. Lets a
@@ -598,6 +616,16 @@ class SafeQueue(Generic[T]):
             return True
 
     # -- internals: called with the mutex held ----------------------------------
+
+    def _fit_maxsize_locked(self, item: object) -> None:
+        budget, self._fit_bytes = self._fit_bytes, 0
+        try:
+            size = sys.getsizeof(item)
+        except Exception:  # noqa: BLE001 (a broken __sizeof__: keep the bound)
+            return
+        fitted = budget // max(size, 1)
+        if fitted < self.maxsize:
+            self.maxsize = max(fitted, self._fit_least)
 
     def _take_locked(self, max_items: int) -> list[T]:
         if self._plain_deque:
@@ -633,6 +661,8 @@ class SafeQueue(Generic[T]):
     def _put_many_locked(self, items: list[T] | tuple[T, ...], deadline: float | None) -> None:
         if self.is_shutdown:
             raise ShutDown
+        if self._fit_bytes and items:
+            self._fit_maxsize_locked(items[0])
         total = len(items)
         maxsize = self.maxsize
         if self._plain_deque:

@@ -49,7 +49,7 @@ __all__ = [
 In = TypeVar("In", default=Any)
 Out = TypeVar("Out", default=In)
 
-MAX_BATCH = 4096
+MAX_BATCH = 8192
 """The most items a worker takes from its input queue at once."""
 
 BATCH_TARGET_SECONDS = 0.002
@@ -154,7 +154,7 @@ class StageSpec:
     name: str
     workers: int
     ordered: bool
-    maxsize: int
+    maxsize: int | None
     on_error: OnError
     retry: Retry | None
     kind: StageKind
