@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from pipeline import (
     DEFAULT_MAXSIZE,
+    DEFAULT_QUEUE_BYTES,
+    MIN_DEFAULT_MAXSIZE,
     Pipeline,
     PipelineCancelled,
     PipelineReport,
@@ -42,7 +45,10 @@ def _tiny_sleep_for(item: int) -> None:
     time.sleep(random.Random(item).random() / 1000)
 
 
-def _identity(x: int) -> int:
+T = TypeVar("T")
+
+
+def _identity(x: T) -> T:
     return x
 
 
@@ -680,6 +686,66 @@ def test_a_stream_of_an_infinite_source_keeps_memory_bounded() -> None:
     for stage in report.stages:
         assert stage.queue.peak_size <= 16
         assert stage.queue.maxsize == 16
+
+
+def _queue_bounds(pipeline: Pipeline[Any, Any], items: list[Any]) -> list[int]:
+    """Stream ``items`` through ``pipeline``; return each stage's input queue bound."""
+    with pipeline.stream(iter(items)) as outputs:  # an iterator: every stage has a queue
+        assert list(outputs) == items
+    assert outputs.report is not None
+    return [stage.queue.maxsize for stage in outputs.report.stages]
+
+
+def test_without_a_maxsize_small_items_get_the_default_bound() -> None:
+    bounds = _queue_bounds(Pipeline[int]().map(_identity).map(_identity), list(range(100)))
+    assert bounds == [DEFAULT_MAXSIZE, DEFAULT_MAXSIZE]
+
+
+def test_without_a_maxsize_big_items_get_a_bound_of_about_the_default_bytes() -> None:
+    blob = bytes(100_000)
+    expected = DEFAULT_QUEUE_BYTES // sys.getsizeof(blob)
+    assert MIN_DEFAULT_MAXSIZE < expected < DEFAULT_MAXSIZE
+    assert _queue_bounds(Pipeline[bytes]().map(_identity), [blob] * 5) == [expected]
+
+
+def test_without_a_maxsize_huge_items_still_get_the_least_bound() -> None:
+    blob = bytes(DEFAULT_QUEUE_BYTES)
+    assert _queue_bounds(Pipeline[bytes]().map(_identity), [blob] * 3) == [MIN_DEFAULT_MAXSIZE]
+
+
+def test_each_queue_takes_its_bound_from_its_own_first_item() -> None:
+    blob = bytes(DEFAULT_QUEUE_BYTES // 100)
+    pipeline = (
+        Pipeline[int]()
+        .map(_identity, name="ints")
+        .map(lambda _: blob, name="blobs")
+        .map(len, name="sizes")
+    )
+    with pipeline.stream(iter(range(10))) as outputs:
+        assert list(outputs) == [len(blob)] * 10
+    assert outputs.report is not None
+    bounds = {stage.name: stage.queue.maxsize for stage in outputs.report.stages}
+    assert bounds == {
+        "ints": DEFAULT_MAXSIZE,
+        "blobs": DEFAULT_MAXSIZE,  # fed ints by the stage before
+        "sizes": DEFAULT_QUEUE_BYTES // sys.getsizeof(blob),
+    }
+
+
+def test_an_explicit_maxsize_is_kept_whatever_the_item_size() -> None:
+    blob = bytes(DEFAULT_QUEUE_BYTES)
+    assert _queue_bounds(Pipeline[bytes](maxsize=100).map(_identity), [blob] * 3) == [100]
+    assert _queue_bounds(Pipeline[bytes]().map(_identity, maxsize=50), [blob] * 3) == [50]
+
+
+class _Unsizable:
+    def __sizeof__(self) -> int:
+        raise RuntimeError("no size")
+
+
+def test_an_item_whose_size_cannot_be_read_keeps_the_default_bound() -> None:
+    items: list[Any] = [_Unsizable(), _Unsizable()]
+    assert _queue_bounds(Pipeline[Any]().map(_identity), items) == [DEFAULT_MAXSIZE]
 
 
 # -- reports ------------------------------------------------------------------------
