@@ -255,6 +255,27 @@ def test_any_iterable_is_a_source(source: Any) -> None:
     assert Pipeline[int]().map(lambda x: x * 10).run(source).outputs == [10, 20, 30]
 
 
+@pytest.mark.parametrize("workers", [1, 2])  # read by the worker, or by a feeder
+@pytest.mark.parametrize("kind", [list, tuple, range])
+def test_a_big_sequence_source_is_read_whole_and_in_order(kind: type, workers: int) -> None:
+    size = 3 * DEFAULT_MAXSIZE + 5  # read in several chunks, the last one short
+    source = kind(range(size)) if kind is not range else range(size)
+    result = Pipeline[int]().map(_identity, workers=workers).run(source)
+    assert result.outputs == list(range(size))
+    assert result.report.items_read == size
+
+
+class _Squares(list[int]):
+    """A list subclass that iterates differently from how it slices."""
+
+    def __iter__(self) -> Iterator[int]:
+        return (x * x for x in super().__iter__())
+
+
+def test_a_list_subclass_source_is_read_through_its_own_iterator() -> None:
+    assert Pipeline[int]().map(_identity).run(_Squares([1, 2, 3])).outputs == [1, 4, 9]
+
+
 def test_a_generator_source_is_read_lazily_by_the_run() -> None:
     def numbers() -> Iterator[int]:
         yield from range(5)

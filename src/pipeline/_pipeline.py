@@ -225,6 +225,7 @@ class _Run:
         source: Iterator[Any] | SafeQueue[Any],
         *,
         in_memory: bool = False,
+        sequence: list[Any] | tuple[Any, ...] | range | None = None,
     ) -> None:
         self.specs = specs
         # A SafeQueue source is consumed by the first stage itself: no feeder
@@ -232,6 +233,9 @@ class _Run:
         self.source = source
         self.direct = isinstance(source, SafeQueue)
         self.in_memory = in_memory
+        # A list, tuple or range source is read by slicing it, not through
+        # its iterator: a copy in C instead of a call per item.
+        self.sequence = sequence
         if isinstance(source, SafeQueue):
             head: SafeQueue[Any] = source
         else:
@@ -320,7 +324,8 @@ class _Run:
             ):
                 # One worker and a collection that cannot block: the worker
                 # reads the source itself, one thread and one hand-off less.
-                first_inbox = _SourceReader(self.source, self, first.maxsize or DEFAULT_MAXSIZE)
+                maxsize = first.maxsize or DEFAULT_MAXSIZE
+                first_inbox = _SourceReader(self.source, self, maxsize, self.sequence)
             else:
                 feed = functools.partial(self._feed, in_memory=self.in_memory)
                 plans.append(("pipeline-source", feed, (self.source, self.queues[0].producer())))
@@ -360,7 +365,7 @@ class _Run:
         # An in-memory collection cannot block, so read it in chunks sized like
         # worker batches, with the reader a lone first worker would use. It
         # raises ShutDown at the end, and on a source error after failing the run.
-        reader = _SourceReader(source, self, MAX_BATCH)
+        reader = _SourceReader(source, self, MAX_BATCH, self.sequence)
         cap = 1
         while not self.cancelled:
             started = perf_counter_ns()
@@ -696,7 +701,10 @@ class Pipeline(Generic[In, Out]):
             # A sized collection (list, tuple, range, dict, set...) is in memory
             # and can be read in chunks; anything else may block between items.
             in_memory = isinstance(source, Collection)
-            run = _Run(specs, final_maxsize, iterator, in_memory=in_memory)
+            sequence = source if isinstance(source, list | tuple | range) else None
+            if type(source) not in {list, tuple, range}:
+                sequence = None  # a subclass may slice differently
+            run = _Run(specs, final_maxsize, iterator, in_memory=in_memory, sequence=sequence)
         self._frozen = True
         return run
 
@@ -859,11 +867,19 @@ class _SourceReader:
     to the source, as the feeder thread would.
     """
 
-    def __init__(self, source: Iterator[Any], run: _Run, maxsize: int) -> None:
+    def __init__(
+        self,
+        source: Iterator[Any],
+        run: _Run,
+        maxsize: int,
+        sequence: list[Any] | tuple[Any, ...] | range | None = None,
+    ) -> None:
         self.source = source
         self.run = run
         self.maxsize = maxsize
         self.exhausted = False
+        self.sequence = sequence  # read by slicing instead, when given
+        self.position = 0
 
     def _get_batch(self, max_items: int, deadline: float | None = None) -> list[Any]:
         del deadline  # only the worker reads, and an in-memory source never blocks
@@ -874,7 +890,13 @@ class _SourceReader:
         max_items = min(max_items, self.maxsize)
         chunk: list[Any] = []
         try:
-            chunk.extend(islice(self.source, max_items))
+            if self.sequence is not None:
+                start = self.position
+                part = self.sequence[start : start + max_items]
+                chunk = part if type(part) is list else list(part)
+                self.position = start + len(chunk)
+            else:
+                chunk.extend(islice(self.source, max_items))
         except BaseException as exc:  # noqa: BLE001 (reported, then raised by the runner)
             self.exhausted = True
             self.run.fed += len(chunk)
