@@ -9,6 +9,7 @@ runs are cancelled from another thread at random moments.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,7 +21,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import OnError, Pipeline, PipelineCancelled, PipelineReport, Retry, StageError
+from pipeline import (
+    DEFAULT_MAXSIZE,
+    DEFAULT_QUEUE_BYTES,
+    MIN_DEFAULT_MAXSIZE,
+    OnError,
+    Pipeline,
+    PipelineCancelled,
+    PipelineReport,
+    Retry,
+    StageError,
+)
 from tests.conftest import WAIT
 
 # -- the stage functions: simple, deterministic, ints to ints -------------------------
@@ -512,3 +523,45 @@ def test_cancel_at_a_random_moment_leaves_a_balanced_report(
         assert not Counter(received) - Counter(expected)
     for step in steps:
         assert step.checker is None or step.checker.bad_sizes == []
+
+
+# -- 5. queue bounds set from the first item ------------------------------------------
+
+
+def _resize(size: int) -> Callable[[bytes], bytes]:
+    def stage(item: bytes) -> bytes:
+        return item[:4] + bytes(size)  # the first 4 bytes carry the item's number
+
+    return stage
+
+
+@settings(max_examples=60)
+@given(
+    sizes=st.lists(st.sampled_from([0, 100, 5_000, 60_000, 300_000]), min_size=1, max_size=4),
+    workers=st.lists(st.integers(1, 3), min_size=4, max_size=4),
+    n_items=st.integers(0, 40),
+)
+def test_default_bounds_follow_the_first_item_of_each_queue(
+    sizes: list[int], workers: list[int], n_items: int
+) -> None:
+    pipeline = Pipeline[bytes]()
+    for index, size in enumerate(sizes):
+        pipeline.map(_resize(size), name=f"s{index}", workers=workers[index], ordered=True)
+    source = [n.to_bytes(4, "big") for n in range(n_items)]
+    with pipeline.stream(iter(source), timeout=WAIT) as outputs:
+        numbers = [int.from_bytes(item[:4], "big") for item in outputs]
+    assert numbers == list(range(n_items))
+    report = outputs.report
+    assert report is not None
+    # Stage i's input is the source's items for i == 0, else stage i-1's outputs.
+    first_items = [source[0] if source else None] + [
+        bytes(4 + size) if source else None for size in sizes[:-1]
+    ]
+    for stage, first in zip(report.stages, first_items, strict=True):
+        expected = DEFAULT_MAXSIZE
+        if first is not None:
+            fitted = DEFAULT_QUEUE_BYTES // sys.getsizeof(first)
+            expected = max(MIN_DEFAULT_MAXSIZE, min(DEFAULT_MAXSIZE, fitted))
+        assert stage.queue.maxsize == expected
+        assert stage.queue.peak_size <= expected
+    assert report.balanced
