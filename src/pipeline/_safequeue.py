@@ -201,7 +201,7 @@ class SafeQueue(Generic[T]):
 
         # Waiting threads are counted for stats(). To decide whether to notify,
         # put and get look at the conditions' own waiter lists (always changed
-        # under the mutex): Condition.notify() costs more than the rest of a
+        # under the mutex): a notify costs more than the rest of a
         # put, and a waiter already notified but not yet running needs no more.
         self._putters_waiting = 0
         self._getters_waiting = 0
