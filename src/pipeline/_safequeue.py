@@ -523,51 +523,18 @@ class SafeQueue(Generic[T]):
         # timeout: a lone item's latency through a pipeline pays for every
         # call on this path.
         with self.mutex:
-            items = self.queue
-            if not self._plain_deque:
-                if not self._qsize():
-                    if self.is_shutdown:
-                        raise ShutDown
-                    self._wait_for_items(deadline)
-                return self._take_locked(max_items)
-            if not items:
+            if not (self.queue if self._plain_deque else self._qsize()):
                 if self.is_shutdown:
                     raise ShutDown
                 self._wait_for_items(deadline)
-            n = len(items)
-            if n > max_items:
-                return self._take_locked(max_items)
-            # Everything waiting fits (the common case), inlined: a frame less.
-            taken = list(items)
-            items.clear()
-            self._gets += n
-            if self._sleeping_putters:
-                self._not_full._notify_held(n)
-            return taken
+            return self._take_locked(max_items)
 
     def _put_batch(self, items: list[T]) -> None:
-        # put_many(items) for a list, without the argument checks, and with
-        # the common case of _put_many_locked inlined: a frame less.
+        # put_many(items) for a list, without the argument checks;
+        # _put_many_locked has the common case inlined.
         if not items:
             return  # a batch that produced no output: nothing to wake anyone for
         with self.mutex:
-            queue = self.queue
-            total = len(items)
-            maxsize = self.maxsize
-            if (
-                self._plain_deque
-                and not (self.is_shutdown or self._fit_bytes)
-                and (maxsize <= 0 or len(queue) + total <= maxsize)
-            ):
-                queue.extend(items)
-                self.unfinished_tasks += total
-                self._puts += total
-                size = len(queue)
-                if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
-                    self._peak = size
-                if self._sleeping_getters:
-                    self._not_empty._notify_held(total)
-                return
             self._put_many_locked(items, None)
 
     # -- the ordered hand-off used by multi-worker ordered stages ---------------

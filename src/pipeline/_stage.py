@@ -334,12 +334,7 @@ class BatchRunner:
             if len(out) == n:
                 elapsed = perf_counter_ns() - started
                 self.recorder.batch_done(n, n, n, 0, elapsed)
-                # next_batch_cap(elapsed, n), inlined: a frame less.
-                if elapsed * MAX_BATCH <= _BATCH_TARGET_NS * n:
-                    self.cap = MAX_BATCH
-                else:
-                    cap = _BATCH_TARGET_NS * n // elapsed
-                    self.cap = cap if cap > 1 else 1
+                self.cap = next_batch_cap(elapsed, n)
                 self.give(out)
                 return
             error = _stop_iteration_error()
