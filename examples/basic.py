@@ -15,7 +15,7 @@ def main() -> int:
         Pipeline[int]()
         .add(MultiplyStage(), workers=2)  # x * 2, in two threads, order kept
         .add(AddStage())  # x + 10
-        .add(FilterStage())  # keep even numbers
+        .add(FilterStage(lambda x: x % 2 == 0))  # keep even numbers
     )
     result = pipeline.run(range(1, 11))
     print(result.outputs)

@@ -23,10 +23,12 @@ from pipeline import (
     PipelineReport,
     PipelineStage,
     PipelineStateError,
+    PipelineTimeout,
     Retry,
     RunResult,
     SafeQueue,
     ShutDown,
+    StageError,
     Stream,
 )
 from pipeline.stages import AddStage, FilterStage, MultiplyStage
@@ -828,8 +830,9 @@ def test_flat_map_creates_items_and_the_report_says_so() -> None:
     assert report.balanced
 
 
-def test_seed_report_summary_text() -> None:
-    pipeline = Pipeline[int]().add(MultiplyStage()).add(AddStage()).add(FilterStage())
+def test_verification_report_summary_text() -> None:
+    even = FilterStage[int](lambda x: x % 2 == 0)
+    pipeline = Pipeline[int]().add(MultiplyStage()).add(AddStage()).add(even)
     summary = pipeline.run(range(1, 11)).report.summary()
     lines = summary.splitlines()
     assert lines[:5] == [
@@ -850,22 +853,94 @@ def test_seed_report_summary_text() -> None:
         "dropped",
         "failed",
         "retried",
+        "unfinished",
         "busy",
         "s",
     ]
-    assert [row.split()[:7] for row in table[1:]] == [
-        ["MultiplyStage", "1", "10", "10", "0", "0", "0"],
-        ["AddStage", "1", "10", "10", "0", "0", "0"],
-        ["FilterStage", "1", "10", "10", "0", "0", "0"],
+    assert [row.split()[:8] for row in table[1:]] == [
+        ["MultiplyStage", "1", "10", "10", "0", "0", "0", "0"],
+        ["AddStage", "1", "10", "10", "0", "0", "0", "0"],
+        ["FilterStage", "1", "10", "10", "0", "0", "0", "0"],
     ]
 
 
-def test_summary_mentions_dropped_and_created_items() -> None:
+def test_summary_says_what_a_fan_in_stage_did_with_no_negative_count() -> None:
     summary = Pipeline[int]().filter(lambda x: x > 2).batch(2).run(range(6)).report.summary()
-    assert "Expected: 6" in summary
-    assert "Success: 2" in summary
-    assert "Dropped: 3" in summary
-    assert "Created by fan-out/fan-in stages: -1" in summary
+    lines = summary.split("\n\n")[0].splitlines()
+    assert lines[1:8] == [
+        "Expected: 6",
+        "Processed: 6",
+        "Success: 3",
+        "Failed: 0",
+        "Filtered out: 3",
+        "Stage 'batch' merged 3 items into 2",
+        "Delivered: 2",
+    ]
+    assert "-" not in summary.split("=== STAGES ===")[0].replace("=== VERIFICATION REPORT ===", "")
+
+
+def test_summary_of_fan_out_then_fan_in_counts_each_part_in_its_own_items() -> None:
+    report = (
+        Pipeline[int]()
+        .flat_map(lambda x: range(x % 4), workers=3)
+        .filter(lambda x: x > 0)
+        .batch(3)
+        .run(range(100))
+        .report
+    )
+    lines = report.summary().split("\n\n")[0].splitlines()
+    assert lines[1:10] == [
+        "Expected: 100",
+        "Processed: 100",
+        "Success: 75",
+        "Failed: 0",
+        "Filtered out: 25",
+        "Stage '<lambda>' split 75 items into 150",
+        "  of those: filtered out 75",
+        "Stage 'batch' merged 75 items into 25",
+        "Delivered: 25",
+    ]
+
+
+def test_summary_of_a_failed_run_counts_the_failing_item_and_names_the_error() -> None:
+    def fail_at_3(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().map(fail_at_3, name="m").run(range(1, 11))
+    report = caught.value.report
+    assert report is not None
+    assert report.failed == report.stages[0].failed == 1
+    assert report.processed + report.not_processed == 10
+    lines = report.summary().split("\n\n")[0].splitlines()
+    assert lines[1:6] == [
+        "Expected: 10",
+        f"Processed: {report.processed}",
+        f"Success: {report.outputs}",
+        "Failed: 1",
+        f"Not processed: {report.not_processed}",
+    ]
+    error = "StageError: stage 'm' failed on item 3: ValueError('three')"
+    assert f"Error: {error}" in lines
+    assert report.to_dict()["error"] == error
+    assert report.balanced
+
+
+def test_summary_after_a_timeout_keeps_the_expected_length_and_says_how_much_was_read() -> None:
+    with pytest.raises(PipelineTimeout) as caught:
+        Pipeline[int]().each(lambda x: time.sleep(0.001)).run(range(10**6), timeout=0.05)
+    report = caught.value.report
+    assert report is not None
+    assert 0 < report.items_read < 10**6
+    lines = report.summary().split("\n\n")[0].splitlines()
+    assert lines[1:4] == [
+        "Expected: 1000000",
+        f"Read: {report.items_read}",
+        f"Not read: {10**6 - report.items_read}",
+    ]
+    assert "Error: PipelineTimeout: the run's timeout elapsed" in lines
 
 
 def test_report_to_dict_round_trips_through_json() -> None:

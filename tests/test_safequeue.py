@@ -864,15 +864,34 @@ def test_a_window_waiter_parks_its_batch_once_the_turn_comes_close_enough() -> N
     assert q.get_many(10, timeout=0) == ["a", "b", "c"]
 
 
-def test_immediate_shutdown_wakes_a_window_waiter_with_shutdown() -> None:
+def test_immediate_shutdown_wakes_a_window_waiter_which_counts_its_batch_refused() -> None:
     q = SafeQueue[str]()
-    with pytest.raises(ShutDown):
-        do_blocking_test(
-            q,
-            lambda: q._put_many_in_turn(5, ["f"], window=2),
-            lambda: q.shutdown(immediate=True),
-            waiting="other",
-        )
+    do_blocking_test(
+        q,
+        lambda: q._put_many_in_turn(5, ["f", "g"], window=2),
+        lambda: q.shutdown(immediate=True),
+        waiting="other",
+    )
+    assert q._books() == (2, 0, 0)  # refused, discarded, left
+
+
+def test_parked_batches_are_counted_as_left_then_as_discarded_at_an_immediate_shutdown() -> None:
+    q = SafeQueue[str]()
+    q._put_many_in_turn(1, ["b", "c"], window=4)
+    q._put_many_in_turn(2, ["d"], window=4)
+    assert q._books() == (0, 0, 3)
+    q.shutdown(immediate=True)
+    assert q._books() == (0, 3, 0)
+    q._put_many_in_turn(0, ["a"], window=4)  # after the shutdown: refused, not parked
+    assert q._books() == (1, 3, 0)
+
+
+def test_put_batch_counts_what_a_shut_down_queue_did_not_take() -> None:
+    q = SafeQueue[int](maxsize=2)
+    q._put_batch([1])
+    do_blocking_test(q, lambda: q._put_batch([2, 3, 4]), q.shutdown, "put")
+    assert list(q.queue) == [1, 2]
+    assert q._books() == (2, 0, 2)
 
 
 def test_the_turn_holder_waits_for_room_and_then_hands_on_the_parked_batches() -> None:

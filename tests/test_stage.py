@@ -426,10 +426,11 @@ def test_add_stage_adds_ten_by_default_and_takes_an_amount() -> None:
     assert Pipeline[int]().add(AddStage(amount=-1)).run([1]).outputs == [0]
 
 
-def test_filter_stage_keeps_even_numbers_by_default() -> None:
-    result = Pipeline[int]().add(FilterStage()).run(range(7))
-    assert result.outputs == [0, 2, 4, 6]
-    assert result.report.dropped == 3
+def test_filter_stage_without_a_predicate_keeps_true_items_as_the_builtin_filter() -> None:
+    items = [0, 1, "", "a", None, [], [0], 2.5, 0.0]
+    result = Pipeline[object]().add(FilterStage()).run(items)
+    assert result.outputs == list(filter(None, items))
+    assert result.report.dropped == 5
 
 
 def test_filter_stage_takes_a_predicate() -> None:
@@ -437,7 +438,10 @@ def test_filter_stage_takes_a_predicate() -> None:
     assert Pipeline[str]().add(stage).run(["1", "a", "22"]).outputs == ["1", "22"]
 
 
-def test_seed_pipeline_multiply_add_filter() -> None:
+def test_demo_pipeline_multiply_add_keep_even() -> None:
+    even = FilterStage[int](lambda x: x % 2 == 0)
+    pipeline = Pipeline[int]().add(MultiplyStage()).add(AddStage(3)).add(even)
+    assert pipeline.run(range(1, 11)).outputs == []
     pipeline = Pipeline[int]().add(MultiplyStage()).add(AddStage()).add(FilterStage())
     result = pipeline.run(range(1, 11))
     assert result.outputs == [2 * i + 10 for i in range(1, 11)]
@@ -487,7 +491,8 @@ def test_subclass_overriding_process_of_a_function_stage_is_honoured() -> None:
             yield -1
 
     assert Pipeline[str]().add(Loud(str.upper)).run(["a"]).outputs == ["A!"]
-    assert Pipeline[int]().add(Evens()).run([1, 2]).outputs == [-1, 2, -1]
+    even = Evens(lambda x: x % 2 == 0)
+    assert Pipeline[int]().add(even).run([1, 2]).outputs == [-1, 2, -1]
 
 
 # -- the batch runner ---------------------------------------------------------------
@@ -514,7 +519,9 @@ def _run_filter_batch(
     handed_on: list[int] = []
     recorder = StageRecorder()
     runner = BatchRunner(spec, spec.stage, recorder, _Supervisor(), handed_on.extend)
+    recorder.taken = recorder.in_hand = len(batch)  # as the worker loop counts a batch it takes
     runner.run(batch)
+    assert recorder.in_hand == 0
     return handed_on, recorder, [letter.item for letter in recorder.dead_letters]
 
 
@@ -533,7 +540,7 @@ def test_a_filter_predicate_raising_stop_iteration_loses_no_other_item(bad: int)
     out, books, dead = _run_filter_batch(_even_but_stop_on(bad), batch)
     assert out == [x for x in batch if x % 2 == 0 and x != bad]
     assert dead == [bad]
-    assert (books.received, books.completed, books.failed) == (8, 7, 1)
+    assert (books.taken, books.completed, books.failed) == (8, 7, 1)
     assert books.emitted + books.dropped == books.completed
 
 
@@ -549,7 +556,7 @@ def test_a_filter_failure_amid_repeated_objects_keeps_the_right_outputs() -> Non
     out, books, dead = _run_filter_batch(predicate, batch)
     assert out == [2, 2, 2, 2, 4]
     assert dead == [9]
-    assert (books.received, books.completed, books.emitted, books.dropped) == (8, 7, 5, 2)
+    assert (books.taken, books.completed, books.emitted, books.dropped) == (8, 7, 5, 2)
 
 
 def test_a_filter_batch_of_one_item() -> None:

@@ -95,7 +95,7 @@ SNIPPETS = {
             return x > 10
 
 
-        Pipeline[int]().batch(2).filter(is_big)  # error: expected "Callable[[list[int]], object]"
+        Pipeline[int]().batch(2).filter(is_big)  # error: "Callable[[list[int]], object] | None"
         """,
 }
 

@@ -16,14 +16,13 @@ The pieces:
 
 from ._exceptions import PipelineCancelled as PipelineCancelled
 from ._exceptions import PipelineError as PipelineError
+from ._exceptions import PipelineInterrupted as PipelineInterrupted
 from ._exceptions import PipelineStateError as PipelineStateError
 from ._exceptions import PipelineTimeout as PipelineTimeout
 from ._exceptions import ProducerError as ProducerError
 from ._exceptions import ShutDown as ShutDown
 from ._exceptions import StageError as StageError
-from ._pipeline import DEFAULT_MAXSIZE as DEFAULT_MAXSIZE
-from ._pipeline import DEFAULT_QUEUE_BYTES as DEFAULT_QUEUE_BYTES
-from ._pipeline import MIN_DEFAULT_MAXSIZE as MIN_DEFAULT_MAXSIZE
+from ._pipeline import MAX_WORKERS as MAX_WORKERS
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import RunResult as RunResult
 from ._pipeline import StageOptions as StageOptions
@@ -34,6 +33,9 @@ from ._report import DeadLetter as DeadLetter
 from ._report import PipelineReport as PipelineReport
 from ._report import RunStatus as RunStatus
 from ._report import StageReport as StageReport
+from ._run import DEFAULT_MAXSIZE as DEFAULT_MAXSIZE
+from ._run import DEFAULT_QUEUE_BYTES as DEFAULT_QUEUE_BYTES
+from ._run import MIN_DEFAULT_MAXSIZE as MIN_DEFAULT_MAXSIZE
 from ._safequeue import Empty as Empty
 from ._safequeue import Full as Full
 from ._safequeue import Producer as Producer
@@ -46,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MAXSIZE",
     "DEFAULT_QUEUE_BYTES",
+    "MAX_WORKERS",
     "MIN_DEFAULT_MAXSIZE",
     "DeadLetter",
     "Empty",
@@ -54,6 +57,7 @@ __all__ = [
     "Pipeline",
     "PipelineCancelled",
     "PipelineError",
+    "PipelineInterrupted",
     "PipelineReport",
     "PipelineStage",
     "PipelineStateError",

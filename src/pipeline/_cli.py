@@ -66,6 +66,10 @@ class _LoggedStage(PipelineStage[int]):
         logger.debug("%s worker finished", self.name)
 
 
+def _is_even(item: int) -> bool:
+    return item % 2 == 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -147,7 +151,7 @@ def build_demo(args: argparse.Namespace) -> Pipeline[int, int]:
     stages = [
         _LoggedStage(MultiplyStage(name="Multiply Stage"), delay=args.delay, fail_at=args.fail_at),
         _LoggedStage(AddStage(name="Add Stage"), delay=args.delay),
-        _LoggedStage(FilterStage(name="Filter Stage"), delay=args.delay),
+        _LoggedStage(FilterStage(_is_even, name="Filter Stage"), delay=args.delay),
     ]
     pipeline = Pipeline[int](maxsize=args.queue_size)
     for stage in stages:

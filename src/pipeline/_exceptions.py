@@ -2,14 +2,17 @@
 
 The tree::
 
-    Exception
-     ├── ShutDown                 queue.ShutDown on 3.13+, our own class before
-     └── PipelineError            base of every error the library raises itself
-          ├── ProducerError       producer handles misused (registering late, putting after close)
-          ├── PipelineStateError  a pipeline used in a state that forbids it
-          ├── StageError          a stage, a hook or the source raised (fail-fast)
-          └── PipelineCancelled   a run ended by cancel() or by its timeout
-               └── PipelineTimeout   run(timeout=...) elapsed (also a TimeoutError)
+    BaseException
+     ├── Exception
+     │    ├── ShutDown                 queue.ShutDown on 3.13+, our own class before
+     │    └── PipelineError            base of every error the library raises itself
+     │         ├── ProducerError       producer handles misused (late registration, put after close)
+     │         ├── PipelineStateError  a pipeline used in a state that forbids it
+     │         ├── StageError          a stage, a hook or the source raised (fail-fast)
+     │         └── PipelineCancelled   a run ended by cancel() or by its timeout
+     │              └── PipelineTimeout   run(timeout=...) elapsed (also a TimeoutError)
+     └── KeyboardInterrupt
+          └── PipelineInterrupted      Ctrl-C stopped a run (carries the report)
 
 The standard library's ``queue.Empty`` and ``queue.Full`` are raised unchanged
 by :class:`~pipeline.SafeQueue`, so code written for ``queue.Queue`` keeps its
@@ -18,7 +21,13 @@ by :class:`~pipeline.SafeQueue`, so code written for ``queue.Queue`` keeps its
 
 ``StageError`` versus ``PipelineCancelled``: the first means the pipeline broke
 from the inside (user code raised), the second that it was stopped from the
-outside (``cancel()``, a timeout). Both carry the partial report.
+outside (``cancel()``, a timeout). ``PipelineInterrupted`` is Ctrl-C: it is a
+``KeyboardInterrupt``, so ``except KeyboardInterrupt`` still catches it. All
+three carry the partial report as ``.report``.
+
+Nothing here calls a user object's ``__repr__`` or ``__str__`` without a
+guard: a message names an item or an exception through :func:`_short_repr`,
+which never raises, so a hostile object cannot turn one error into another.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PipelineCancelled",
     "PipelineError",
+    "PipelineInterrupted",
     "PipelineStateError",
     "PipelineTimeout",
     "ProducerError",
@@ -91,14 +101,39 @@ _REPR_LIMIT = 200
 
 
 def _short_repr(value: object, limit: int = _REPR_LIMIT) -> str:
-    """Return ``repr(value)`` cut to ``limit`` characters; never raises."""
+    """Return ``repr(value)`` cut to ``limit`` characters; never raises.
+
+    A ``__repr__`` that raises anything (``BaseException`` included), returns
+    a ``str`` subclass with hostile methods, or loops through other hostile
+    objects gives a placeholder that names the type instead.
+    """
     try:
-        text = repr(value)
-    except Exception as exc:  # noqa: BLE001 (a broken __repr__ must not hide the real error)
-        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
+        text = str.__str__(repr(value))  # a plain str, whatever repr() returned
+        if str.__len__(text) > limit:
+            text = str.__getitem__(text, slice(0, limit - 3)) + "..."
+        return text
+    except BaseException as exc:  # noqa: BLE001 (a broken __repr__ must not hide the real error)
+        return f"<{_type_name(value)} object; repr() raised {_type_name(exc)}>"
+
+
+def _short_str(value: BaseException) -> str:
+    """Return ``"Type: message"`` for an exception, as a traceback ends; never raises."""
+    try:
+        text = str.__str__(str(value))
+    except BaseException:  # noqa: BLE001 (same as _short_repr)
+        return f"{_type_name(value)}: <str() raised>"
+    if str.__len__(text) > _REPR_LIMIT:
+        text = str.__getitem__(text, slice(0, _REPR_LIMIT - 3)) + "..."
+    name = _type_name(value)
+    return f"{name}: {text}" if text else name
+
+
+def _type_name(value: object) -> str:
+    try:
+        name = type(value).__qualname__
+        return name if type(name) is str else "object"
+    except BaseException:  # noqa: BLE001 (a metaclass can make even this raise)
+        return "object"
 
 
 class StageError(PipelineError):
@@ -123,7 +158,9 @@ class StageError(PipelineError):
             or the source raised); ``has_item`` tells the two apart, since
             ``None`` is ordinary data.
         has_item: whether ``item`` is meaningful.
-        where: ``"process"``, ``"on_start"``, ``"on_stop"`` or ``"source"``.
+        where: ``"process"``, ``"on_start"``, ``"on_stop"``, ``"source"``, or
+            ``"copy"`` (``copy.copy`` of the stage, made for each worker after
+            the first, raised).
         report: the partial :class:`~pipeline.PipelineReport` of the run.
     """
 
@@ -141,18 +178,36 @@ class StageError(PipelineError):
         self.has_item = has_item
         self.where = where
         self.report: PipelineReport | None = None
+        reason = _short_repr(cause)
         if has_item:
-            message = f"stage {stage!r} failed on item {_short_repr(item)}: {cause!r}"
+            message = f"stage {stage!r} failed on item {_short_repr(item)}: {reason}"
         elif where == "source":
-            message = f"the source iterator raised {cause!r}"
+            message = f"the source iterator raised {reason}"
+        elif where == "copy":
+            message = f"stage {stage!r} could not be copied for another worker: {reason}"
         else:
-            message = f"stage {stage!r} failed in {where}(): {cause!r}"
+            message = f"stage {stage!r} failed in {where}(): {reason}"
         super().__init__(message)
         self.__cause__ = cause
 
 
 class PipelineCancelled(PipelineError):  # noqa: N818 (reads as the state it reports)
-    """A run was stopped from the outside: ``cancel()`` or its timeout.
+    """A run was stopped from the outside: ``cancel()``, ``close()`` or its timeout.
+
+    Every worker finished the item in hand and ran ``on_stop`` before this was
+    raised.
+
+    >>> import threading
+    >>> from pipeline import Pipeline
+    >>> pipeline = Pipeline[int]().map(abs)
+    >>> timer = threading.Timer(0.05, pipeline.cancel)
+    >>> timer.start()
+    >>> try:
+    ...     pipeline.run(iter(int, 1))  # an endless source of zeros
+    ... except PipelineCancelled as error:
+    ...     print(error.report.status, error.report.balanced)
+    cancelled True
+    >>> timer.join()
 
     Attributes:
         report: the partial :class:`~pipeline.PipelineReport` of the run; its
@@ -168,12 +223,35 @@ class PipelineTimeout(PipelineCancelled, TimeoutError):  # noqa: N818
     """``run(timeout=...)`` or ``stream(timeout=...)`` ran out of time.
 
     It is also a built-in ``TimeoutError``, so either ``except`` clause works.
+    The run is cancelled when the time is up: the workers finish the items in
+    hand (here the 0.05 s one) and then the error is raised.
 
     >>> import time
     >>> from pipeline import Pipeline
     >>> try:
-    ...     Pipeline[int]().each(time.sleep).run([0.0, 5.0], timeout=0.2)
+    ...     Pipeline[float]().each(time.sleep).run([0.05] * 100, timeout=0.1)
     ... except TimeoutError as error:
     ...     print(type(error).__name__, error.report.status)
     PipelineTimeout timed out
     """
+
+
+class PipelineInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run; it is a ``KeyboardInterrupt``.
+
+    Raised by ``run()``, or by the ``next()`` of a stream, once the run was
+    cancelled and its threads joined, so ``except KeyboardInterrupt`` keeps
+    working and the partial report is at hand. See the README's "Ctrl-C"
+    section for what a first and a second Ctrl-C do.
+
+    Attributes:
+        report: the partial :class:`~pipeline.PipelineReport` of the run.
+        left_running: the names of threads still inside user code that the
+            run stopped waiting for after a second Ctrl-C (empty when every
+            thread was joined).
+    """
+
+    def __init__(self, message: str = "interrupted by Ctrl-C") -> None:
+        super().__init__(message)
+        self.report: PipelineReport | None = None
+        self.left_running: tuple[str, ...] = ()

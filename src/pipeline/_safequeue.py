@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from _thread import allocate_lock as _allocate_lock
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from itertools import repeat, starmap
 from queue import Empty, Full  # the standard library's own, so `except queue.Empty` works
@@ -27,6 +26,9 @@ from ._exceptions import PipelineStateError, ProducerError, ShutDown
 __all__ = ["Empty", "Full", "Producer", "QueueStats", "SafeQueue"]
 
 T = TypeVar("T")
+
+_PUT_ON_SHUT_DOWN = "put on a queue that is shut down"
+_GET_ON_SHUT_DOWN = "get from a queue that is shut down and empty"
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -83,57 +85,38 @@ class QueueStats:
     is_shutdown: bool
 
 
-class _Condition(threading.Condition):
-    """A ``threading.Condition`` with a cheaper wait and notify for its owner.
+def _waiter_list(condition: threading.Condition) -> Sized:
+    """What says whether a thread waits on ``condition``: its own waiter list.
 
-    The queue calls ``_wait_held`` and ``_notify_held`` only with the mutex
-    held, so they skip the ownership checks and the method calls that
-    ``wait()`` and ``notify()`` make around the same steps; a lone item's
-    latency pays for every one of them at each hop. They keep the waiters in
-    the condition's own ``_waiters`` deque, with the same protocol, so the
-    public ``wait()`` and ``notify()`` (inherited) interleave with them.
+    A read-only look at ``Condition._waiters`` (CPython and PyPy keep the
+    waiting threads' locks there, changed only under the condition's lock),
+    so that a put with nobody waiting skips the notify, which costs more
+    than the rest of the put. The list is never changed here: waiting and
+    notifying go through the public ``wait()`` and ``notify()``. Where the
+    attribute is missing or not a deque, a stand-in that is never empty
+    makes every put notify, as ``queue.Queue`` does.
     """
+    waiters = getattr(condition, "_waiters", None) if _WAITER_LISTS_STAY else None
+    return waiters if isinstance(waiters, deque) else _SOMEONE_MAY_WAIT
 
-    _waiters: deque[Any]
-    _lock: Any
 
-    if hasattr(threading.Condition(), "_waiters"):  # CPython, PyPy: every version
+_SOMEONE_MAY_WAIT: Sized = (None,)
 
-        def _wait_held(self, timeout: float | None = None) -> bool:
-            waiter = _allocate_lock()
-            waiter.acquire()
-            self._waiters.append(waiter)
-            self._lock.release()
-            woken = False
-            try:
-                woken = waiter.acquire() if timeout is None else waiter.acquire(timeout=timeout)
-                return woken
-            finally:
-                self._lock.acquire()
-                if not woken:
-                    try:
-                        self._waiters.remove(waiter)
-                    except ValueError:
-                        pass  # notified just as the wait ended
 
-        def _notify_held(self, n: int = 1) -> None:
-            waiters = self._waiters
-            while waiters and n > 0:
-                waiter = waiters.popleft()
-                try:
-                    waiter.release()
-                except RuntimeError:
-                    continue  # released by a notify interrupted before removing it
-                n -= 1
+def _waiter_lists_stay() -> bool:
+    # The queue keeps a reference to each condition's waiter list: check once
+    # that wait() and notify() change that list in place, not replace it.
+    condition = threading.Condition(threading.Lock())
+    waiters = getattr(condition, "_waiters", None)
+    if not isinstance(waiters, deque):
+        return False
+    with condition:
+        condition.wait(0)
+        condition.notify_all()
+    return getattr(condition, "_waiters", None) is waiters and not waiters
 
-    else:  # pragma: no cover (no known implementation lacks _waiters)
-        _waiters = deque([None])  # "maybe someone waits": always notify
 
-        def _wait_held(self, timeout: float | None = None) -> bool:
-            return self.wait(timeout)
-
-        def _notify_held(self, n: int = 1) -> None:
-            self.notify(n)
+_WAITER_LISTS_STAY = _waiter_lists_stay()
 
 
 class SafeQueue(Generic[T]):
@@ -166,6 +149,9 @@ class SafeQueue(Generic[T]):
     Cost: one lock acquisition per call. Statistics are plain integer updates
     under that lock, and waiting threads are counted, so a call with nobody
     waiting on the other side does not touch the condition variables at all.
+    The conditions are used only through their public ``wait()`` and
+    ``notify()``, so a thread may wait on ``q.not_empty`` itself, as with
+    ``queue.Queue``.
     """
 
     # Not slotted: the standard library's attribute names (mutex, not_empty,
@@ -183,13 +169,9 @@ class SafeQueue(Generic[T]):
         # conditions share it:
         self.mutex = threading.Lock()
         # not_empty: an item was added (or the queue shut down); getters wait.
+        self.not_empty = threading.Condition(self.mutex)
         # not_full: an item was removed (or the queue shut down); putters wait.
-        # The queue itself uses them through the private names, which have
-        # the cheaper wait and notify; the public names keep their stdlib type.
-        self._not_empty = _Condition(self.mutex)
-        self._not_full = _Condition(self.mutex)
-        self.not_empty: threading.Condition = self._not_empty
-        self.not_full: threading.Condition = self._not_full
+        self.not_full = threading.Condition(self.mutex)
         # all_tasks_done: unfinished_tasks reached zero; join() waits.
         self.all_tasks_done = threading.Condition(self.mutex)
         # turn_taken: an ordered hand-off advanced (see _put_many_in_turn).
@@ -199,19 +181,23 @@ class SafeQueue(Generic[T]):
         self.unfinished_tasks = 0
         self.is_shutdown = False
 
-        # Waiting threads are counted for stats(). To decide whether to notify,
-        # put and get look at the conditions' own waiter lists (always changed
-        # under the mutex): a notify costs more than the rest of a
-        # put, and a waiter already notified but not yet running needs no more.
+        # Threads blocked in a put or a get, counted for stats(). Whether to
+        # notify is decided by the conditions' waiter lists (see _waiter_list):
+        # they also see a thread that waits on not_empty itself, and they
+        # leave out a waiter already notified but not yet running.
         self._putters_waiting = 0
         self._getters_waiting = 0
-        self._sleeping_getters = self._not_empty._waiters
-        self._sleeping_putters = self._not_full._waiters
+        self._sleeping_getters = _waiter_list(self.not_empty)
+        self._sleeping_putters = _waiter_list(self.not_full)
         self._producers = 0
         self._peak = 0
         self._puts = 0
         self._gets = 0
         self._discarded = 0
+        # Items a runner offered (_put_batch, _put_many_in_turn) after the
+        # queue shut down: the queue never took them, and a run's books count
+        # them here, where they stopped.
+        self._refused = 0
         self._put_blocked = 0.0
         self._get_blocked = 0.0
         # Ordered hand-off: tickets numbered by _get_many_ticketed on this
@@ -302,7 +288,7 @@ class SafeQueue(Generic[T]):
         """
         with self.mutex:
             if self.is_shutdown:
-                raise ShutDown
+                raise ShutDown(_PUT_ON_SHUT_DOWN)
             if self._fit_bytes:
                 self._fit_maxsize_locked(item)
             # The plain-deque fast path inlines _qsize/_put: a third of the
@@ -316,8 +302,10 @@ class SafeQueue(Generic[T]):
                         raise Full
                 elif timeout is not None and timeout < 0:
                     raise ValueError("'timeout' must be a non-negative number")
-                elif size >= maxsize:
-                    self._wait_for_room(1, None if timeout is None else monotonic() + timeout)
+                elif size >= maxsize and not self._wait_for_room(
+                    None if timeout is None else monotonic() + timeout
+                ):
+                    raise ShutDown(_PUT_ON_SHUT_DOWN)
             if items is not None:
                 items.append(item)
                 size = len(items)
@@ -329,7 +317,7 @@ class SafeQueue(Generic[T]):
             if size > self._peak:  # noqa: PLR1730 (max() costs a call per put)
                 self._peak = size
             if self._sleeping_getters:
-                self._not_empty._notify_held()
+                self.not_empty.notify()
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Remove and return the item at the front of the queue.
@@ -355,7 +343,7 @@ class SafeQueue(Generic[T]):
             items = self.queue if self._plain_deque else None
             if not (items if items is not None else self._qsize()):
                 if self.is_shutdown:
-                    raise ShutDown
+                    raise ShutDown(_GET_ON_SHUT_DOWN)
                 if not block:
                     raise Empty
                 _check_timeout(timeout)
@@ -365,7 +353,7 @@ class SafeQueue(Generic[T]):
             item: T = items.popleft() if items is not None else self._get()
             self._gets += 1
             if self._sleeping_putters:
-                self._not_full._notify_held()
+                self.not_full.notify()
             return item
 
     def put_nowait(self, item: T) -> None:
@@ -421,7 +409,9 @@ class SafeQueue(Generic[T]):
         _check_timeout(timeout)
         pending = items if isinstance(items, list | tuple) else list(items)
         with self.mutex:
-            self._put_many_locked(pending, None if timeout is None else monotonic() + timeout)
+            deadline = None if timeout is None else monotonic() + timeout
+            if self.is_shutdown or self._put_many_locked(pending, deadline) < len(pending):
+                raise ShutDown(_PUT_ON_SHUT_DOWN)
 
     def get_many(self, max_items: int, timeout: float | None = None) -> list[T]:
         """Wait for at least one item, then return all there are, up to ``max_items``.
@@ -451,7 +441,7 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             if not self._qsize():
                 if self.is_shutdown:
-                    raise ShutDown
+                    raise ShutDown(_GET_ON_SHUT_DOWN)
                 self._wait_for_items(None if timeout is None else monotonic() + timeout)
             return self._take_locked(max_items)
 
@@ -517,6 +507,9 @@ class SafeQueue(Generic[T]):
                 return
 
     # -- the runner's batch hand-off: arguments already validated --------------
+    # A runner never sees ShutDown from a put: what a shut-down queue did not
+    # take is counted in _refused (the run's books read it), and the runner
+    # learns of the cancellation from the run itself.
 
     def _get_batch(self, max_items: int, deadline: float | None = None) -> list[T]:
         # get_many() without the argument checks, with a deadline instead of a
@@ -525,17 +518,26 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             if not (self.queue if self._plain_deque else self._qsize()):
                 if self.is_shutdown:
-                    raise ShutDown
+                    raise ShutDown(_GET_ON_SHUT_DOWN)
                 self._wait_for_items(deadline)
             return self._take_locked(max_items)
 
     def _put_batch(self, items: list[T]) -> None:
-        # put_many(items) for a list, without the argument checks;
-        # _put_many_locked has the common case inlined.
-        if not items:
+        # put_many(items) for a list, without the argument checks and without
+        # ShutDown: items the queue could not take are counted as refused.
+        n = len(items)
+        if not n:
             return  # a batch that produced no output: nothing to wake anyone for
         with self.mutex:
-            self._put_many_locked(items, None)
+            taken = self._put_many_locked(items, None)
+            if taken < n:
+                self._refused += n - taken
+
+    def _books(self) -> tuple[int, int, int]:
+        # (refused, discarded, left in the queue), consistent as of one instant.
+        with self.mutex:
+            parked = sum(len(batch) for batch in self._parked.values())
+            return self._refused, self._discarded, self._qsize() + parked
 
     # -- the ordered hand-off used by multi-worker ordered stages ---------------
     # A worker takes a numbered batch from its input queue (a ticket) and, when
@@ -544,7 +546,9 @@ class SafeQueue(Generic[T]):
     # parked, and whoever puts the batch whose turn it is puts the parked
     # successors too. A worker whose ticket is `window` or more ahead of the
     # turn waits, so a slow head batch applies backpressure instead of growing
-    # the parking area without bound.
+    # the parking area without bound. Once the queue is shut down, a batch is
+    # refused rather than parked, and the parked ones are discarded, both
+    # counted.
 
     def _claim_tickets(self, holder: object) -> int:
         # Reserve ticketed consumption for one holder (a run) and return the
@@ -566,7 +570,7 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             if not self._qsize():
                 if self.is_shutdown:
-                    raise ShutDown
+                    raise ShutDown(_GET_ON_SHUT_DOWN)
                 self._wait_for_items(None)
             ticket = self._tickets
             self._tickets = ticket + 1
@@ -574,17 +578,21 @@ class SafeQueue(Generic[T]):
 
     def _put_many_in_turn(self, ticket: int, items: list[T], window: int) -> None:
         with self.mutex:
-            while ticket - self._turn >= window:
-                if self.is_shutdown:
-                    raise ShutDown
+            while ticket - self._turn >= window and not self.is_shutdown:
                 self._turn_taken.wait()
+            if self.is_shutdown:
+                self._refused += len(items)
+                return
             if ticket != self._turn:
                 self._parked[ticket] = items
                 return
             batch: list[T] | None = items
             while batch is not None:
                 if batch:
-                    self._put_many_locked(batch, None)
+                    taken = self._put_many_locked(batch, None)
+                    if taken < len(batch):  # shut down meanwhile; the parked are discarded
+                        self._refused += len(batch) - taken
+                        return
                 self._turn += 1
                 self._turn_taken.notify_all()
                 batch = self._parked.pop(self._turn, None)
@@ -621,7 +629,7 @@ class SafeQueue(Generic[T]):
         budget, self._fit_bytes = self._fit_bytes, 0
         try:
             size = sys.getsizeof(item)
-        except Exception:  # noqa: BLE001 (a broken __sizeof__: keep the bound)
+        except BaseException:  # noqa: BLE001 (a hostile __sizeof__: keep the bound; PyPy raises)
             return
         fitted = budget // max(size, 1)
         if fitted < self.maxsize:
@@ -642,7 +650,7 @@ class SafeQueue(Generic[T]):
                 taken = list(starmap(items.popleft, repeat((), n)))
             self._gets += n
             if self._sleeping_putters:
-                self._not_full._notify_held(n)
+                self.not_full.notify(n)
             return taken
         taken = []
         try:
@@ -656,11 +664,14 @@ class SafeQueue(Generic[T]):
     def _count_get_locked(self, n: int) -> None:
         self._gets += n
         if n and self._sleeping_putters:
-            self._not_full._notify_held(n)
+            self.not_full.notify(n)
 
-    def _put_many_locked(self, items: list[T] | tuple[T, ...], deadline: float | None) -> None:
+    def _put_many_locked(self, items: list[T] | tuple[T, ...], deadline: float | None) -> int:
+        # Put the items in order as room appears; return how many went in,
+        # fewer than all only if the queue is (or became) shut down. Raises
+        # Full at the deadline, with the earlier items in.
         if self.is_shutdown:
-            raise ShutDown
+            return 0
         if self._fit_bytes and items:
             self._fit_maxsize_locked(items[0])
         total = len(items)
@@ -676,32 +687,31 @@ class SafeQueue(Generic[T]):
                 if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
                     self._peak = size
                 if self._sleeping_getters:
-                    self._not_empty._notify_held(total)
-                return
+                    self.not_empty.notify(total)
+                return total
         done = 0
         while done < total:
             room = total - done if maxsize <= 0 else maxsize - self._qsize()
             if room <= 0:
-                self._wait_for_room(1, deadline)
+                if not self._wait_for_room(deadline):
+                    return done
                 continue
             chunk = items[done : done + room]
-            if self._plain_deque:
-                self.queue.extend(chunk)
-                n = len(chunk)
-            else:
-                n = 0
-                try:
+            n = 0
+            try:
+                if self._plain_deque:
+                    self.queue.extend(chunk)
+                    n = len(chunk)
+                else:
                     for item in chunk:
                         self._put(item)
                         n += 1
-                finally:
-                    # A subclass hook that raises leaves the items before it
-                    # in the queue: count them, as successive put() calls would.
-                    self._count_put_locked(n)
+            finally:
+                # A subclass hook that raises leaves the items before it in
+                # the queue: count them, as successive put() calls would.
                 done += n
-                continue
-            done += n
-            self._count_put_locked(n)
+                self._count_put_locked(n)
+        return done
 
     def _count_put_locked(self, n: int) -> None:
         self.unfinished_tasks += n
@@ -710,31 +720,32 @@ class SafeQueue(Generic[T]):
         if size > self._peak:  # noqa: PLR1730 (max() costs a call per batch)
             self._peak = size
         if n and self._sleeping_getters:
-            self._not_empty._notify_held(n)
+            self.not_empty.notify(n)
 
-    def _wait_for_room(self, needed: int, deadline: float | None) -> None:
-        # Wait until `needed` slots are free; raise Full at the deadline and
-        # ShutDown if the queue shuts down meanwhile.
-        limit = self.maxsize - needed
+    def _wait_for_room(self, deadline: float | None) -> bool:
+        # Wait until a slot is free: True when there is room, False if the
+        # queue shut down meanwhile; raise Full at the deadline.
+        limit = self.maxsize - 1
         self._putters_waiting += 1
         started = monotonic()
         try:
             while self._qsize() > limit:
                 if deadline is None:
-                    self._not_full._wait_held()
+                    self.not_full.wait()
                 else:
                     remaining = deadline - monotonic()
                     if remaining <= 0.0:
                         raise Full
-                    self._not_full._wait_held(remaining)
+                    self.not_full.wait(remaining)
                 if self.is_shutdown:
-                    raise ShutDown
+                    return False
+            return True
         except BaseException:
             # A notified waiter that leaves without using its wake-up (timeout,
-            # shutdown, KeyboardInterrupt) passes it on, so no room is left
-            # unclaimed while another putter sleeps.
+            # KeyboardInterrupt) passes it on, so no room is left unclaimed
+            # while another putter sleeps.
             if self._putters_waiting > 1 and self._qsize() <= limit:
-                self._not_full._notify_held()
+                self.not_full.notify()
             raise
         finally:
             self._putters_waiting -= 1
@@ -751,17 +762,17 @@ class SafeQueue(Generic[T]):
         try:
             while not size():
                 if deadline is None:
-                    self._not_empty._wait_held()
+                    self.not_empty.wait()
                 else:
                     remaining = deadline - monotonic()
                     if remaining <= 0.0:
                         raise Empty
-                    self._not_empty._wait_held(remaining)
+                    self.not_empty.wait(remaining)
                 if self.is_shutdown and not size():
-                    raise ShutDown
+                    raise ShutDown(_GET_ON_SHUT_DOWN)
         except BaseException:
             if self._getters_waiting > 1 and self._qsize():
-                self._not_empty._notify_held()
+                self.not_empty.notify()
             raise
         finally:
             self._getters_waiting -= 1
@@ -775,6 +786,9 @@ class SafeQueue(Generic[T]):
                 self._discarded += 1
                 if self.unfinished_tasks > 0:
                     self.unfinished_tasks -= 1
+            for batch in self._parked.values():
+                self._discarded += len(batch)
+            self._parked.clear()
             self.all_tasks_done.notify_all()
         self.not_empty.notify_all()
         self.not_full.notify_all()

@@ -1,9 +1,11 @@
 """PipelineStage, and the worker loop that feeds it. This module starts no thread.
 
-The worker loop (:func:`run_worker`) is kept apart from the code that calls
-``process()`` (:class:`BatchRunner`): the loop moves batches between queues
-and keeps the books; the runner decides how one batch is processed. A later
-executor (process pool, Dask) replaces where the batch runs, not the loop.
+The worker loop (:func:`run_worker`) takes batches from its input, counts
+them, and hands each to a :class:`BatchRunner`, which calls ``process()``
+with the stage's error policy, records the outcome and hands the outputs on.
+User code is hostile: whatever it raises (``BaseException`` included), and
+whatever its results' ``__bool__`` or its exceptions' ``__repr__`` do, the
+worker reports it and goes on counting; it never dies of it.
 
 Smart batching: a worker takes everything available from its input queue, up
 to a cap, in one lock acquisition, processes the batch, and hands the outputs
@@ -24,7 +26,7 @@ from enum import Enum
 from itertools import chain, compress
 from operator import length_hint
 from time import monotonic, perf_counter_ns
-from typing import Any, Generic, Protocol
+from typing import Any, ClassVar, Generic, Protocol
 
 from ._compat import TypeVar
 from ._exceptions import ShutDown, StageError
@@ -41,6 +43,7 @@ __all__ = [
     "StageKind",
     "StageSpec",
     "Supervisor",
+    "WorkerState",
     "kind_of",
     "next_batch_cap",
     "run_worker",
@@ -80,13 +83,19 @@ class PipelineStage(ABC, Generic[In, Out]):
     :meth:`on_stop` after its last, to open and close per-worker resources.
     With ``workers > 1`` every worker gets its own shallow copy of the stage
     (the first worker uses the object itself): attributes that ``on_start``
-    assigns are per worker, while objects created in ``__init__`` (a list, a
-    lock) are shared by all workers, and shared mutable state needs a lock.
+    or ``process`` assign are per worker (``self.n += 1`` counts one worker's
+    items), while objects created in ``__init__`` (a list, a lock) are shared
+    by all workers, and shared mutable state needs a lock. A stage that keeps
+    run-wide state in plain attributes sets ``single_worker = True``, and
+    ``Pipeline.add`` then refuses ``workers > 1``.
 
     Args:
         name: the stage's name in logs, thread names and the report; defaults
             to the class name.
     """
+
+    single_worker: ClassVar[bool] = False
+    """Whether the stage must run in one worker (``add(..., workers=2)`` raises)."""
 
     def __init__(self, *, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
@@ -185,6 +194,10 @@ class Supervisor(Protocol):
 class _Abort(Exception):  # noqa: N818 (internal control flow)
     """The worker must stop: fail-fast error reported, or run cancelled."""
 
+    def __init__(self, *, item_failed: bool) -> None:
+        super().__init__()
+        self.item_failed = item_failed  # the item in hand failed, rather than being abandoned
+
 
 class _Skipped(Exception):  # noqa: N818 (internal control flow)
     """The item became a dead letter."""
@@ -206,6 +219,12 @@ class _SkippedResult:
 _SKIPPED: Any = _SkippedResult()
 
 
+def _truth(predicate: Callable[[Any], object]) -> Callable[[Any], bool]:
+    # A filter's result is tested for truth as part of the item's call, so a
+    # result whose __bool__ raises is that item's error, under its policy.
+    return lambda item: bool(predicate(item))
+
+
 class BatchRunner:
     """Process one batch with the stage's error policy, record it, hand it on.
 
@@ -214,9 +233,14 @@ class BatchRunner:
     the outputs, in input order, to ``give`` (also when there are none).
     Handing on comes last: a thread that keeps running after waking the next
     stage's thread makes that thread wait for the GIL, a second wake-up on
-    the path of a lone item. Fail-fast errors are reported to the supervisor
-    and end the worker with ``_Abort``, after the part of the batch done so
-    far was recorded.
+    the path of a lone item.
+
+    What ``process()`` raises: an ``Exception`` goes through ``retry`` and
+    ``on_error``; anything else (``KeyboardInterrupt``, ``SystemExit``, a
+    custom ``BaseException``) fails the run at once, naming the item. A
+    fail-fast error is reported to the supervisor and ends the worker with
+    ``_Abort``, after the batch was recorded: the items before it completed,
+    it failed, the rest were abandoned.
     """
 
     __slots__ = ("_attempt", "call", "cap", "give", "kind", "name", "on_error", "recorder",
@@ -241,10 +265,15 @@ class BatchRunner:
         self.give = give
         self.cap = 1  # the first batch measures the cost per item
         self.ticket = 0  # the batch's place in line, for an ordered hand-off
-        # A retried MANY item is materialised, so a failure halfway through its
-        # outputs emits none of them.
+        # How one item is tried again after a failure. A retried MANY item is
+        # materialised, so a failure halfway through its outputs emits none
+        # of them; a FILTER item's result is tested for truth in the try.
         self._attempt: Callable[[Any], Any] = (
-            (lambda item: list(call(item))) if kind is StageKind.MANY else call
+            (lambda item: list(call(item)))
+            if kind is StageKind.MANY
+            else _truth(call)
+            if kind is StageKind.FILTER
+            else call
         )
         self.run: Callable[[list[Any]], None] = (
             self._one
@@ -255,85 +284,79 @@ class BatchRunner:
         )
 
     def _finish(
-        self, out: list[Any], received: int, completed: int, dropped: int, started: int
+        self, out: list[Any], completed: int, dropped: int, count: int, started: int
     ) -> None:
+        # Record a batch of `count` items that went through, size the next
+        # one, hand the outputs on.
         elapsed = perf_counter_ns() - started
-        self.recorder.batch_done(received, completed, len(out), dropped, elapsed)
-        self.cap = next_batch_cap(elapsed, received)
+        self.recorder.batch_done(completed, len(out), dropped, elapsed)
+        self.cap = next_batch_cap(elapsed, count)
         self.give(out)
-
-    def _done(
-        self, received: int, completed: int, emitted: int, dropped: int, started: int
-    ) -> None:
-        # Record the part of a batch done before a fail-fast error.
-        self.recorder.batch_done(received, completed, emitted, dropped, perf_counter_ns() - started)
 
     def _call_each(
         self,
         batch: list[Any],
         started: int,
-        results: list[Any] | None = None,
-        error: Exception | None = None,
+        results: list[Any],
+        error: BaseException,
     ) -> tuple[list[Any], int]:
-        # Call the stage on every item, with the error policy. Return the
-        # results in batch order (_SKIPPED for a dead letter) and how many
-        # items became dead letters. On a fail-fast error, record the part of
-        # the batch done so far and re-raise _Abort. A caller that already ran
-        # a first pass passes its results and the error that stopped it.
-        results = [] if results is None else results
-        call = self.call
+        # Call the stage on every item from len(results) on, with the error
+        # policy; `error` is what stopped the first pass at that item. Return
+        # the results in batch order (_SKIPPED for a dead letter, a bool for
+        # a filter) and how many items became dead letters. On a fail-fast
+        # error, record the batch so far and re-raise _Abort.
+        call = self._attempt if self.kind is StageKind.FILTER else self.call
         failed = 0
         while True:
-            if error is None:
-                start = len(results)
-                if start == len(batch):
-                    return results, failed
-                try:
-                    # list.extend keeps what map produced before an exception,
-                    # so the failing item is the one at len(results).
-                    results.extend(map(call, batch[start:] if start else batch))
-                    if len(results) == len(batch):
-                        return results, failed
-                    error = _stop_iteration_error()
-                except Exception as exc:  # noqa: BLE001 (the error policy decides)
-                    error = exc
             index = len(results)
             try:
                 results.append(self._recover(batch[index], error))
             except _Skipped:
                 failed += 1
                 results.append(_SKIPPED)
-            except _Abort:
-                completed = index - failed
-                emitted = sum(1 for r in results if r is not _SKIPPED and self._passes(r))
-                self._done(len(batch), completed, emitted, completed - emitted, started)
+            except _Abort as abort:
+                done = [r for r in results if r is not _SKIPPED]
+                if self.kind is StageKind.FILTER:
+                    out = list(compress(batch, [r is True for r in results]))
+                else:
+                    out = done
+                self._stopped(
+                    out, len(done), len(done) - len(out), abort, len(batch) - index, started
+                )
                 raise
-            error = None
-
-    def _passes(self, result: Any) -> bool:
-        # Whether a result of the stage's callable becomes an output.
-        return self.kind is not StageKind.FILTER or bool(result)
+            start = len(results)
+            if start == len(batch):
+                return results, failed
+            try:
+                # list.extend keeps what map produced before an exception,
+                # so the failing item is the one at len(results).
+                results.extend(map(call, batch[start:]))
+                if len(results) == len(batch):
+                    return results, failed
+                error = _stop_iteration_error()
+            except BaseException as exc:  # noqa: BLE001 (the error policy decides)
+                error = exc
 
     def _one(self, batch: list[Any]) -> None:
         started = perf_counter_ns()
         # The common case inlined (no failure): every call up to the hand-off
         # is paid once per batch, and a lone item's latency pays for each.
         out: list[Any] = []
-        error: Exception | None = None
+        error: BaseException
+        n = len(batch)
         try:
-            if len(batch) == 1:
+            if n == 1:
                 out.append(self.call(batch[0]))  # a lone item: cheaper than map()
             else:
                 out.extend(map(self.call, batch))
         except StopIteration:
             error = _stop_iteration_error()  # as map() would have it, below
-        except Exception as exc:  # noqa: BLE001 (the error policy decides, below)
+        except BaseException as exc:  # noqa: BLE001 (the error policy decides, below)
             error = exc
         else:
-            n = len(batch)
             if len(out) == n:
                 elapsed = perf_counter_ns() - started
-                self.recorder.batch_done(n, n, n, 0, elapsed)
+                self.recorder.batch_done(n, n, 0, elapsed)
                 self.cap = next_batch_cap(elapsed, n)
                 self.give(out)
                 return
@@ -341,7 +364,7 @@ class BatchRunner:
         out, failed = self._call_each(batch, started, out, error)
         if failed:
             out = [r for r in out if r is not _SKIPPED]
-        self._finish(out, len(batch), len(batch) - failed, 0, started)
+        self._finish(out, n - failed, 0, n, started)
 
     def _filter(self, batch: list[Any]) -> None:
         started = perf_counter_ns()
@@ -352,23 +375,23 @@ class BatchRunner:
         out: list[Any] = []
         items = iter(batch)
         end = _EndMarker()
-        error: Exception | None = None
+        error: BaseException
         try:
             out.extend(filter(self.call, chain(items, end)))
-        except Exception as exc:  # noqa: BLE001 (the error policy decides, below)
+        except BaseException as exc:  # noqa: BLE001 (the error policy decides, below)
             error = exc
         else:
             if end.reached:
-                self._finish(out, n, n, n - len(out), started)
+                self._finish(out, n, n - len(out), n, started)
                 return
             error = _stop_iteration_error()
         index = n - 1 - length_hint(items)  # the item filter() was calling
         keep, failed = self._call_each(batch, started, _passed_flags(batch, index, out), error)
         if failed:
-            keep = [flag is not _SKIPPED and flag for flag in keep]
+            keep = [flag is True for flag in keep]
         out = list(compress(batch, keep))
         completed = n - failed
-        self._finish(out, n, completed, completed - len(out), started)
+        self._finish(out, completed, completed - len(out), n, started)
 
     def _many(self, batch: list[Any]) -> None:
         started = perf_counter_ns()
@@ -379,39 +402,67 @@ class BatchRunner:
             mark = len(out)
             try:
                 out.extend(call(item))
-            except Exception as exc:  # noqa: BLE001 (the error policy decides)
+            except BaseException as exc:  # noqa: BLE001 (the error policy decides)
                 del out[mark:]
                 try:
                     out.extend(self._recover(item, exc))
                 except _Skipped:
                     failed += 1
                     continue
-                except _Abort:
-                    self._done(len(batch), index - failed, len(out), dropped, started)
+                except _Abort as abort:
+                    self._stopped(out, index - failed, dropped, abort, len(batch) - index, started)
                     raise
             if len(out) == mark:
                 dropped += 1
-        self._finish(out, len(batch), len(batch) - failed, dropped, started)
+        n = len(batch)
+        self._finish(out, n - failed, dropped, n, started)
 
-    def _recover(self, item: Any, exc: Exception) -> Any:
+    def _stopped(
+        self, out: list[Any], completed: int, dropped: int, abort: _Abort, rest: int, started: int
+    ) -> None:
+        # Record a batch that stopped part way (`rest` items from the one that
+        # stopped it on), then offer the outputs of the items before: the run
+        # is ending, so the downstream queue refuses them, and counts them.
+        self.recorder.batch_stopped(
+            completed=completed,
+            emitted=len(out),
+            dropped=dropped,
+            failed=abort.item_failed,
+            abandoned=rest - abort.item_failed,
+            nanoseconds=perf_counter_ns() - started,
+        )
+        self.give(out)
+
+    def _recover(self, item: Any, exc: BaseException) -> Any:
         # Retry per policy; return the successful result, or record a dead
         # letter and raise _Skipped, or report the error and raise _Abort.
         attempts = 1
         retry = self.retry
-        while retry is not None and attempts < retry.attempts and retry.retries(exc):
-            self.recorder.retrying(item, exc, attempts)
+        while isinstance(exc, Exception) and retry is not None and attempts < retry.attempts:
+            if not _retries(retry, exc):
+                break
+            self.recorder.retrying()
             if not self.supervisor.pause(retry.delay(attempts)):
-                raise _Abort
+                raise _Abort(item_failed=False)  # cancelled while waiting: not processed
             attempts += 1
             try:
                 return self._attempt(item)
-            except Exception as again:  # noqa: BLE001 (the error policy decides)
+            except BaseException as again:  # noqa: BLE001 (the error policy decides)
                 exc = again
-        if self.on_error == "skip":
+        if self.on_error == "skip" and isinstance(exc, Exception):
             self.recorder.gave_up(DeadLetter(self.name, item, exc, attempts))
             raise _Skipped
         self.supervisor.fail(StageError(self.name, exc, item=item, has_item=True))
-        raise _Abort
+        raise _Abort(item_failed=True)
+
+
+def _retries(retry: Retry, exc: Exception) -> bool:
+    # Whether to retry exc; an `on` type whose isinstance check raises does
+    # not retry (the error keeps its policy instead of killing the worker).
+    try:
+        return retry.retries(exc)
+    except BaseException:  # noqa: BLE001 (hostile __instancecheck__)
+        return False
 
 
 class _EndMarker:
@@ -427,11 +478,11 @@ class _EndMarker:
         return iter(())
 
 
-def _passed_flags(batch: list[Any], count: int, passed: list[Any]) -> list[bool]:
+def _passed_flags(batch: list[Any], count: int, passed: list[Any]) -> list[Any]:
     # Which of the first `count` items of `batch` a filter passed, given the
     # ones it passed, in order. Matching by identity, an object that occurs
     # twice may be marked at the other place: the outputs are the same.
-    flags: list[bool] = []
+    flags: list[Any] = []
     matched = 0
     for item in batch[:count]:
         hit = matched < len(passed) and passed[matched] is item
@@ -453,6 +504,20 @@ def next_batch_cap(nanoseconds: int, count: int) -> int:
     return cap if cap > 1 else 1
 
 
+class WorkerState:
+    """Where one worker thread is, for a run that may have to stop waiting for it.
+
+    Written by the worker only at its few turning points (not per batch), read
+    by the runner: ``"starting"``, ``"on_start"``, ``"process"`` (the loop,
+    which calls ``process()``), ``"on_stop"``, ``"done"``.
+    """
+
+    __slots__ = ("where",)
+
+    def __init__(self) -> None:
+        self.where = "starting"
+
+
 def run_worker(
     spec: StageSpec,
     stage: PipelineStage[Any, Any],
@@ -460,35 +525,43 @@ def run_worker(
     outbox: Producer[Any],
     supervisor: Supervisor,
     recorder: StageRecorder,
+    state: WorkerState,
 ) -> None:
     """Run one worker of a stage until its input ends or the run is cancelled.
 
     Calls the hooks, moves batches from ``inbox`` through the stage into
     ``outbox``, and always closes ``outbox`` (the last worker to close it ends
-    the downstream stream). Errors go to ``supervisor.fail``; nothing escapes.
+    the downstream stream). Errors go to ``supervisor.fail``; nothing escapes,
+    whatever user code raises.
     """
     try:
         try:
+            state.where = "on_start"
             stage.on_start()
         except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
             supervisor.fail(StageError(spec.name, exc, where="on_start"))
             return
         try:
+            state.where = "process"
             if spec.kind is StageKind.BATCH:
-                assert isinstance(inbox, SafeQueue)  # a batch stage always has a queue
+                if not isinstance(inbox, SafeQueue):  # a batch stage always has a queue
+                    raise TypeError("a batch stage needs a SafeQueue inbox")
                 _batch_loop(spec, inbox, outbox, supervisor, recorder)
             else:
                 _item_loop(spec, stage, inbox, outbox, supervisor, recorder)
         except _Abort:
             pass
         except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
+            recorder.abandon_in_hand()
             supervisor.fail(StageError(spec.name, exc, where="process"))
         finally:
             try:
+                state.where = "on_stop"
                 stage.on_stop()
             except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
                 supervisor.fail(StageError(spec.name, exc, where="on_stop"))
     finally:
+        state.where = "done"
         outbox.close()
 
 
@@ -501,7 +574,8 @@ def _item_loop(
     recorder: StageRecorder,
 ) -> None:
     # The hot loop: one get, then the runner processes the batch and hands
-    # it on; a lone item's latency pays for every line here.
+    # it on; a lone item's latency pays for every line here. The batch is
+    # counted as taken before any user code sees it.
     downstream = outbox.queue
     if spec.ordered and spec.workers > 1 and isinstance(inbox, SafeQueue):
         # Batches are numbered as they are taken and handed on in that order.
@@ -517,6 +591,8 @@ def _item_loop(
         try:
             while not supervisor.cancelled:
                 runner.ticket, batch = ticketed(runner.cap)
+                recorder.in_hand = n = len(batch)
+                recorder.taken += n
                 process(batch)
         except ShutDown:
             pass
@@ -526,7 +602,10 @@ def _item_loop(
     take = inbox._get_batch
     try:
         while not supervisor.cancelled:
-            process(take(runner.cap))
+            batch = take(runner.cap)
+            recorder.in_hand = n = len(batch)
+            recorder.taken += n
+            process(batch)
     except ShutDown:
         pass
 
@@ -538,16 +617,19 @@ def _batch_loop(
     supervisor: Supervisor,
     recorder: StageRecorder,
 ) -> None:
+    # Items taken are in hand until their list is handed on; a list that
+    # cannot be handed on (the run was cancelled) is counted by the queue.
     size = spec.batch_size
     max_wait = spec.max_wait
     buffer: list[Any] = []
     deadline = 0.0
+    put = outbox.queue._put_batch
 
     def emit() -> None:
         nonlocal buffer
         batch, buffer = buffer, []
-        recorder.batch_done(0, len(batch), 1, 0, 0)
-        outbox.put(batch)
+        recorder.batch_done(len(batch), 1, 0, 0)
+        put([batch])
 
     try:
         while not supervisor.cancelled:
@@ -559,15 +641,14 @@ def _batch_loop(
             except Empty:
                 emit()
                 continue
-            except ShutDown:
-                if buffer and not supervisor.cancelled:
-                    emit()
-                return
-            recorder.batch_done(len(items), 0, 0, 0, 0)
+            recorder.taken += len(items)
             if not buffer and max_wait is not None:
                 deadline = monotonic() + max_wait
             buffer.extend(items)
+            recorder.in_hand = len(buffer)
             if len(buffer) >= size:
                 emit()
+        # Cancelled: the partial list stays behind, counted as in hand.
     except ShutDown:
-        return
+        if buffer and not supervisor.cancelled:
+            emit()

@@ -1,17 +1,21 @@
 """The stages in the box.
 
-- Arithmetic, from the seed: :class:`MultiplyStage`, :class:`AddStage`, and
-  :class:`FilterStage` (keeps even numbers by default).
+- Arithmetic: :class:`MultiplyStage` (x2 by default) and :class:`AddStage`
+  (+10 by default), the demo's first two stages.
 - Function adapters (what ``Pipeline.map`` and friends build):
   :class:`MapStage`, :class:`FilterStage`, :class:`FlatMapStage`,
-  :class:`EachStage`.
-- The seed's file migration: :class:`FileRecord`, :class:`S3Uploader`,
+  :class:`EachStage`. The demo's third stage is a ``FilterStage`` that
+  keeps even numbers.
+- The file migration: :class:`FileRecord`, :class:`S3Uploader`,
   :class:`APIUploader`, :class:`Verifier` (simulated I/O unless given a
   callable that does it for real).
 
 >>> from pipeline import Pipeline
 >>> from pipeline.stages import AddStage, FilterStage, MultiplyStage
->>> Pipeline[int]().add(MultiplyStage()).add(AddStage()).add(FilterStage()).run([1, 2]).outputs
+>>> even = FilterStage(lambda x: x % 2 == 0)
+>>> Pipeline[int]().add(MultiplyStage()).add(AddStage(3)).add(even).run([1, 2, 3]).outputs
+[]
+>>> Pipeline[int]().add(MultiplyStage()).add(AddStage()).add(even).run([1, 2]).outputs
 [12, 14]
 """
 

@@ -1,4 +1,4 @@
-"""The seed's arithmetic stages: multiply, add."""
+"""The arithmetic stages of the demo: multiply, add."""
 
 from __future__ import annotations
 

@@ -26,10 +26,6 @@ def _function_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def _is_even(item: int) -> bool:
-    return item % 2 == 0
-
-
 class MapStage(PipelineStage[T, R], Generic[T, R]):
     """Emit ``fn(item)`` for each item.
 
@@ -57,12 +53,15 @@ class MapStage(PipelineStage[T, R], Generic[T, R]):
 
 
 class FilterStage(PipelineStage[T, T], Generic[T]):
-    """Keep the items for which ``predicate(item)`` is true (default: even numbers).
+    """Keep the items for which ``predicate(item)`` is true.
 
-    >>> list(FilterStage().process(4)), list(FilterStage().process(5))
-    ([4], [])
-    >>> list(FilterStage(str.isdigit).process("7"))
-    ['7']
+    With ``predicate=None`` (the default) it keeps the items that are true
+    themselves, as the built-in ``filter(None, ...)`` does.
+
+    >>> list(FilterStage(str.isdigit).process("7")), list(FilterStage(str.isdigit).process("x"))
+    (['7'], [])
+    >>> list(FilterStage().process(0)), list(FilterStage().process(5))
+    ([], [5])
     """
 
     def __init__(
@@ -71,7 +70,7 @@ class FilterStage(PipelineStage[T, T], Generic[T]):
         *,
         name: str | None = None,
     ) -> None:
-        chosen: Callable[[Any], object] = _is_even if predicate is None else predicate
+        chosen: Callable[[Any], object] = bool if predicate is None else predicate
         _check_callable(chosen, "predicate")
         super().__init__(name=name)
         self.predicate: Callable[[T], object] = chosen

@@ -1,8 +1,11 @@
-"""The seed's file-migration stages: copy to S3, upload metadata, verify.
+"""The file-migration stages: copy to S3, upload metadata, verify.
 
-Each stage does its I/O through a small callable, simulated by default (a
-random sleep in the seed's proportions), so the example runs anywhere; pass
-your own callable to do it for real (a boto3 copy, an HTTP POST).
+A dispatcher reads the files to migrate, S3 uploaders copy each one between
+buckets (fast), API uploaders register its metadata with a REST API (slow),
+and a verifier counts what came through. Each stage does its I/O through a
+small callable, simulated by default (a random sleep: 20-50 ms for a copy,
+100-200 ms for an upload), so the example runs anywhere; pass your own
+callable to do it for real (a boto3 copy, an HTTP POST).
 
 >>> from pipeline import Pipeline
 >>> files = [FileRecord(id=i, name=f"file_{i}.pdf") for i in range(3)]
@@ -26,6 +29,7 @@ Failed: 0
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -56,6 +60,7 @@ class FileRecord:
         name: its file name.
         size: its size in bytes.
         status: ``"READY"``, then ``"S3_COPIED"``, then ``"API_UPLOADED"``.
+        dest_bucket: the destination bucket, set by :class:`S3Uploader`.
         dest_key: the destination object key, set by :class:`S3Uploader`.
         history: the stages that handled it, in order.
     """
@@ -64,6 +69,7 @@ class FileRecord:
     name: str
     size: int = 0
     status: str = READY
+    dest_bucket: str | None = None
     dest_key: str | None = None
     history: list[str] = field(default_factory=list)
 
@@ -76,7 +82,7 @@ def _check_delay(delay: tuple[float, float]) -> tuple[float, float]:
 
 
 class _SimulatedIO:
-    """Sleep a random time in ``[low, high]``: the seed's stand-in for real I/O."""
+    """Sleep a random time in ``[low, high]``: a stand-in for real I/O."""
 
     def __init__(self, delay: tuple[float, float], seed: int | None) -> None:
         self.low, self.high = delay
@@ -90,10 +96,9 @@ class S3Uploader(PipelineStage[FileRecord]):
     """Copy each file to the destination bucket under a time-stamped key.
 
     Args:
-        bucket: the destination bucket, recorded in the key's log line.
+        bucket: the destination bucket, set on each record as ``dest_bucket``.
         copy: does the copy (``copy(record, key)``); default: a simulated
-            transfer sleeping ``delay`` seconds (the seed's 0.2-0.5 s, scaled
-            down tenfold so demos stay quick).
+            transfer sleeping ``delay`` seconds.
         delay: the simulated transfer's ``(low, high)`` seconds.
         seed: seeds the simulated delays, for reproducible runs.
     """
@@ -117,6 +122,7 @@ class S3Uploader(PipelineStage[FileRecord]):
         stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H/%M/%S")  # noqa: UP017 (3.11)
         key = f"{stamp}/{uuid.uuid4()}"
         self.copy(item, key)
+        item.dest_bucket = self.bucket
         item.dest_key = key
         item.status = S3_COPIED
         item.history.append(self.name)
@@ -128,7 +134,7 @@ class APIUploader(PipelineStage[FileRecord]):
 
     Args:
         upload: does the upload (``upload(record)``); default: simulated, sleeping
-            ``delay`` seconds (the seed's 1-2 s, scaled down tenfold).
+            ``delay`` seconds.
         delay: the simulated upload's ``(low, high)`` seconds.
         seed: seeds the simulated delays.
     """
@@ -154,7 +160,15 @@ class APIUploader(PipelineStage[FileRecord]):
 
 @dataclass(frozen=True, slots=True)
 class VerificationReport:
-    """The seed's verification report: what reached the verifier, and how."""
+    """The verification report: what reached the verifier, and how.
+
+    >>> print(VerificationReport(expected=3, processed=3, success=2, failed=1).summary())
+    === VERIFICATION REPORT ===
+    Expected: 3
+    Processed: 3
+    Success: 2
+    Failed: 1
+    """
 
     expected: int
     processed: int
@@ -162,7 +176,7 @@ class VerificationReport:
     failed: int
 
     def summary(self) -> str:
-        """Return the report in the seed's format."""
+        """Return the report as four ``Name: count`` lines under a title."""
         return "\n".join(
             [
                 "=== VERIFICATION REPORT ===",
@@ -174,11 +188,20 @@ class VerificationReport:
         )
 
 
+class _Tally:
+    """The verifier's counts, shared by every worker's copy of the stage."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held to change or read the two counts together
+        self.processed = 0
+        self.success = 0
+
+
 class Verifier(PipelineStage[FileRecord]):
     """Count the files that completed the migration; pass them on unchanged.
 
-    The aggregator of the seed: add it with one worker (the default), since
-    its counters belong to that one worker.
+    The counts are kept in one tally that every worker's copy of the stage
+    shares, under a lock, so the report is right with any number of workers.
 
     Args:
         expected: how many files the migration should see (for the report).
@@ -195,22 +218,36 @@ class Verifier(PipelineStage[FileRecord]):
         super().__init__(name=name)
         self.expected = expected
         self.success_status = success_status
-        self.processed = 0
-        self.success = 0
+        self._tally = _Tally()  # created here, so shallow copies share it
 
     def process(self, item: FileRecord) -> FileRecord:
         """Count ``item`` as processed, and as a success if its status says so."""
-        self.processed += 1
-        if item.status == self.success_status:
-            self.success += 1
+        succeeded = item.status == self.success_status
+        tally = self._tally
+        with tally.lock:
+            tally.processed += 1
+            tally.success += succeeded
         item.history.append(self.name)
         return item
 
+    @property
+    def processed(self) -> int:
+        """Files counted so far."""
+        return self._tally.processed
+
+    @property
+    def success(self) -> int:
+        """Files counted so far whose status was ``success_status``."""
+        return self._tally.success
+
     def report(self) -> VerificationReport:
         """Return the counts so far as a :class:`VerificationReport`."""
+        tally = self._tally
+        with tally.lock:
+            processed, success = tally.processed, tally.success
         return VerificationReport(
             expected=self.expected,
-            processed=self.processed,
-            success=self.success,
-            failed=self.processed - self.success,
+            processed=processed,
+            success=success,
+            failed=processed - success,
         )

@@ -1,0 +1,114 @@
+"""Ctrl-C while a run holds the main thread: cancel the run, raise at a safe point.
+
+Python raises ``KeyboardInterrupt`` wherever the main thread happens to be
+when SIGINT arrives. Inside ``logging`` on Python 3.11 and 3.12 that can leave
+a handler's lock held for ever, and every worker that logs then blocks on it:
+the run can never be joined. So while ``run()`` or an open ``stream()`` holds
+the main thread, the library handles SIGINT itself, as trio does:
+
+- The first Ctrl-C cancels the run; nothing is raised where the signal
+  landed. The run's workers finish the items in hand and run ``on_stop``,
+  and ``run()`` (or the stream's next ``next()``) raises
+  :class:`~pipeline.PipelineInterrupted`, a ``KeyboardInterrupt``, once every
+  thread has been joined.
+- Inside the body of a ``for`` loop over a stream, the first Ctrl-C likewise
+  only cancels; the body runs to its end and the loop's next ``next()``
+  raises. A body that does not come back to the loop is interrupted by a
+  second Ctrl-C, which raises ``KeyboardInterrupt`` in the body at once, as
+  Python would.
+- A second Ctrl-C while the library waits for the workers stops the wait
+  from being open-ended: workers still inside user code get
+  :data:`INTERRUPT_GRACE` seconds more, then the run raises anyway, naming
+  the threads it left behind (daemon threads: they end when that code
+  returns).
+
+The handler is installed only from the main thread, only while SIGINT has
+Python's default handler (a program's own handler is left alone), and only
+for as long as some run needs it. It takes no lock and touches no queue:
+it counts the signal on each run and, the first time, starts the thread that
+cancels that run (see ``_Run.interrupted``); the main thread may be holding any
+lock at that moment.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Protocol
+
+__all__ = ["INTERRUPT_GRACE", "Interruptible", "delivered", "guard", "release"]
+
+INTERRUPT_GRACE = 2.0
+"""Seconds a run still waits for its workers after a second Ctrl-C."""
+
+
+class Interruptible(Protocol):
+    """What the handler needs from a run."""
+
+    in_library: bool
+    """Whether the main thread is inside the library for this run now."""
+
+    def interrupted(self) -> bool:
+        """Count one SIGINT; return whether it is not the first. Takes no lock."""
+
+
+class _Router:
+    """The process's one SIGINT handler while runs hold the main thread."""
+
+    def __init__(self) -> None:
+        # Changed by the main thread (or, for a stream closed from another
+        # thread, by that thread) and read by the handler, which runs in the
+        # main thread between two of its bytecodes: list operations are
+        # single C calls, so the handler never sees one half done.
+        self.runs: list[Interruptible] = []
+        # A SIGINT was taken and no KeyboardInterrupt has been raised for it yet.
+        self.pending = False
+
+    def guard(self, run: Interruptible) -> bool:
+        """Route SIGINT to ``run`` while it holds the main thread; False if it cannot."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        current = signal.getsignal(signal.SIGINT)
+        if current is not self.handle:
+            if current is not signal.default_int_handler:
+                return False  # the program's own handler, or SIGINT ignored: keep it
+            signal.signal(signal.SIGINT, self.handle)
+        self.runs.append(run)
+        return True
+
+    def release(self, run: Interruptible) -> None:
+        """Stop routing SIGINT to ``run``; restore the default handler after the last."""
+        if run in self.runs:
+            self.runs.remove(run)
+        if (
+            not self.runs
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is self.handle
+        ):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        runs = list(self.runs)
+        if not runs:  # left installed by a stream closed from another thread
+            signal.default_int_handler(signum, frame)
+        self.pending = True
+        repeated = False
+        for run in runs:
+            repeated = run.interrupted() or repeated
+        if repeated and not any(run.in_library for run in runs):
+            # A second Ctrl-C while the main thread runs user code (the body
+            # of a loop over a stream that did not come back): interrupt it.
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def delivered(self) -> bool:
+        """Note that a KeyboardInterrupt is being raised; return whether one was pending."""
+        pending, self.pending = self.pending, False
+        return pending
+
+
+_router = _Router()
+guard = _router.guard
+release = _router.release
+delivered = _router.delivered

@@ -1,0 +1,492 @@
+"""One run of a pipeline: its queues, its threads, its outcome and its books.
+
+This is the only module that starts and joins threads.
+
+How a run ends (the poison pill that cannot be miscounted): every queue
+between two stages counts its producers. The runner registers them all before
+any thread starts: one handle for the source feeder on the first queue, one per
+worker of stage ``i`` on queue ``i + 1``. A worker closes its handle when its
+input has ended and it has handed on its last output; the last close shuts the
+queue down gracefully, so every worker of the next stage drains what is left
+and then sees end of stream. No pill is ever counted by hand.
+
+How a run is cancelled (an error, ``cancel()``, a timeout, Ctrl-C, a stream
+closed early): the outcome is decided under the run's lock, then every queue
+is shut down immediately, which wakes every blocked put and get; the feeder
+stops reading the source; each worker finishes the item in hand, runs
+``on_stop`` and exits; the runner joins them all. Two threads are not waited
+for without end: a feeder still inside the source's ``next()``
+:data:`SOURCE_GRACE` seconds after the cancellation (no code can interrupt
+it), and, after a second Ctrl-C, workers still inside user code
+:data:`~pipeline._interrupt.INTERRUPT_GRACE` seconds later. Both are daemon
+threads, named in the error and the report, and end when that code returns.
+
+The books: every item is counted where it stops (see :mod:`pipeline._report`).
+The runner only adds up what the recorders, the queues and the consumer
+counted; it derives nothing.
+"""
+
+from __future__ import annotations
+
+import _thread
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import chain
+from time import monotonic, perf_counter
+from typing import Any
+
+from . import _interrupt
+from ._exceptions import (
+    PipelineCancelled,
+    PipelineInterrupted,
+    PipelineTimeout,
+    ProducerError,
+    ShutDown,
+    StageError,
+    _short_str,
+)
+from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
+from ._safequeue import Empty, Producer, SafeQueue
+from ._source import SourceReader, feed
+from ._stage import MAX_BATCH, Inbox, StageKind, StageSpec, WorkerState, run_worker
+
+__all__ = ["DEFAULT_MAXSIZE", "DEFAULT_QUEUE_BYTES", "MIN_DEFAULT_MAXSIZE", "SOURCE_GRACE", "Run"]
+
+DEFAULT_MAXSIZE = 8192
+"""The most items a queue of a pipeline holds when no ``maxsize`` was given.
+
+Fewer when the items are big: see :data:`DEFAULT_QUEUE_BYTES`.
+"""
+
+DEFAULT_QUEUE_BYTES = 2 * 1024 * 1024
+"""About how many bytes of items a queue holds when no ``maxsize`` was given.
+
+The first item put into such a queue sets its bound: ``DEFAULT_QUEUE_BYTES``
+divided by ``sys.getsizeof(item)``, at most :data:`DEFAULT_MAXSIZE` and at
+least :data:`MIN_DEFAULT_MAXSIZE`. Integers get 8192 slots, items of 1 KB
+about 2000. ``sys.getsizeof`` does not count what an object refers to (the
+pixels of an image object, the contents of a list), so for such items set
+``maxsize`` yourself. Where ``sys.getsizeof`` cannot tell (PyPy), the bound
+stays :data:`DEFAULT_MAXSIZE`.
+"""
+
+MIN_DEFAULT_MAXSIZE = 16
+"""The fewest items a queue holds when its bound was set from the item size."""
+
+SOURCE_GRACE = 0.25
+"""Seconds a cancelled run waits for a feeder thread blocked inside the source."""
+
+_JOIN_SLICE = 0.05  # joins wake this often to see whether to stop waiting
+
+
+@dataclass(slots=True)
+class _Thread:
+    """A thread of the run, with what the join needs to know about it."""
+
+    thread: threading.Thread
+    reported_in: threading.Lock  # released by the thread as it begins
+    state: WorkerState | None  # None for the feeder
+    started: bool = False  # Thread.start() returned
+
+
+def _thread_main(reported_in: threading.Lock, target: Callable[..., None], args: Any) -> None:
+    reported_in.release()
+    target(*args)
+
+
+class Run:
+    """One execution of a pipeline; the :class:`~pipeline._stage.Supervisor` of its workers."""
+
+    def __init__(
+        self,
+        specs: tuple[StageSpec, ...],
+        final_maxsize: int | None,
+        source: Iterator[Any] | SafeQueue[Any],
+        *,
+        in_memory: bool = False,
+        sequence: list[Any] | tuple[Any, ...] | range | None = None,
+        expected: int | None = None,
+    ) -> None:
+        self.specs = specs
+        self.source = source
+        self.expected = expected
+        self.in_memory = in_memory
+        # A list, tuple or range source is read by slicing it, not through
+        # its iterator: a copy in C instead of a call per item.
+        self.sequence = sequence
+        # A SafeQueue source is the first stage's input queue itself: no
+        # feeder thread, one hand-off less per item.
+        head = (
+            source
+            if isinstance(source, SafeQueue)
+            else _new_queue(specs[0].maxsize if specs else final_maxsize)
+        )
+        # queues[i] feeds stage i; queues[-1] holds the outputs. With no stage
+        # the head queue is the output queue.
+        self.queues: list[SafeQueue[Any]] = [head]
+        if specs:
+            self.queues += [_new_queue(spec.maxsize) for spec in specs[1:]]
+            self.queues.append(_new_queue(final_maxsize))
+        self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
+        self.reader: SourceReader | None = None
+        self.threads: list[_Thread] = []
+        self.claimed = False
+        self.delivered = 0  # outputs handed to the caller; written by the consumer only
+        self.undelivered = 0  # outputs the consumer took but did not hand out
+        self.left_running: list[str] = []
+        # The outcome. The first entry decides how the run ended; later ones
+        # are attached to the raised error as notes. `finished` means the
+        # last output was in before any cancellation: a cancel that comes
+        # later changes nothing. All three change only under the lock.
+        self._lock = threading.Lock()
+        self.outcomes: list[tuple[RunStatus, BaseException]] = []
+        self.finished = False
+        # Read by every worker once per batch, without the lock: a plain
+        # attribute that only ever goes from False to True.
+        self.cancelled = False
+        self.cancelled_at = 0.0
+        # Lets a retry back-off sleep be cut short by a cancellation.
+        self._stopping = threading.Event()
+        # Ctrl-C (see _interrupt): written by the signal handler in the main
+        # thread, which takes no lock; read by the same thread.
+        self.in_library = True
+        self.interrupts = 0
+        self.give_up_at: float | None = None
+        self._canceller: threading.Lock | None = None
+        self.started = perf_counter()
+        self.elapsed = 0.0
+
+    # -- the Supervisor protocol, used by the workers --------------------------
+
+    def fail(self, error: StageError) -> None:
+        self._end("failed", error)
+
+    def pause(self, seconds: float) -> bool:
+        return not self._stopping.wait(seconds)
+
+    # -- control ----------------------------------------------------------------
+
+    def cancel(self, status: RunStatus, reason: BaseException) -> None:
+        self._end(status, reason)
+
+    def _end(self, status: RunStatus, reason: BaseException) -> None:
+        with self._lock:
+            if self.finished:
+                return  # the run had already delivered its last output
+            self.outcomes.append((status, reason))
+            if self.cancelled:
+                return
+            self.cancelled = True
+            self.cancelled_at = monotonic()
+        self._stopping.set()
+        for queue in self.queues:
+            # A queue source is the caller's: shut it without discarding what
+            # is left in it; its blocked getters wake as it is empty.
+            queue.shutdown(immediate=queue is not self.source)
+
+    def _finish(self) -> bool:
+        # The last output is in: from now on nothing can cancel the run.
+        # False if a cancellation came first.
+        with self._lock:
+            if not self.cancelled:
+                self.finished = True
+            return self.finished
+
+    def interrupted(self) -> bool:
+        """Count a Ctrl-C; called by the SIGINT handler, in the main thread.
+
+        The main thread may hold any lock at this moment (a queue's, the
+        run's), so this takes none: the first time, it starts a thread that
+        cancels the run; later, it sets the time at which joins stop waiting
+        for workers inside user code. Returns whether this Ctrl-C is a repeat.
+        """
+        self.interrupts += 1
+        if self.interrupts == 1:
+            canceller = threading.Lock()
+            canceller.acquire()
+            self._canceller = canceller
+            try:
+                _thread.start_new_thread(self._cancel_for_interrupt, (canceller,))
+            except RuntimeError:  # no thread to be had: stop as Python would
+                canceller.release()
+                raise KeyboardInterrupt from None
+            return False
+        if self.give_up_at is None:
+            self.give_up_at = monotonic() + _interrupt.INTERRUPT_GRACE
+        return True
+
+    def _cancel_for_interrupt(self, done: threading.Lock) -> None:
+        # Runs in its own short-lived thread, started by the signal handler;
+        # join() waits for it (the lock) before the run raises.
+        try:
+            self.cancel("interrupted", PipelineInterrupted())
+        finally:
+            done.release()
+
+    def claim_source(self) -> None:
+        """Reserve a queue source's ordered hand-off for this run, if it needs one.
+
+        Raises :class:`PipelineStateError`, with no side effect, if another run
+        holds it. Call before :meth:`start`, outside the cancel-on-error block.
+        """
+        if isinstance(self.source, SafeQueue) and self.specs:
+            first = self.specs[0]
+            if first.ordered and first.workers > 1:
+                # Batches are numbered from the source queue's ticket count,
+                # which earlier runs may have advanced.
+                self.queues[1]._turn = self.source._claim_tickets(self)
+                self.claimed = True
+
+    # -- threads ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Copy the stages, register every producer, then start the feeder and the workers.
+
+        A cancellation that lands meanwhile (``cancel()``, ``close()``, Ctrl-C,
+        even a stage's own ``__copy__`` cancelling) stops the start: the
+        threads already started are joined as usual, and the run then ends
+        as cancelled. A ``__copy__`` that raises fails the run.
+        """
+        self.started = perf_counter()  # a stream starts at its first next()
+        copies: list[list[Any]] = []
+        for spec in self.specs:
+            stages = [spec.stage]
+            for _ in range(1, spec.workers):
+                try:
+                    stages.append(copy.copy(spec.stage))
+                except BaseException as exc:  # noqa: BLE001 (user code: __copy__)
+                    self.fail(StageError(spec.name, exc, where="copy"))
+                if self.cancelled:
+                    return
+            copies.append(stages)
+        try:
+            plans = self._plans(copies)
+        except ProducerError:
+            if self.cancelled:
+                return  # a queue was shut down under us: the run is cancelled
+            raise
+        # Every planned thread starts, even once the run is cancelled: its
+        # handle is registered, and its worker runs on_start and on_stop.
+        for name, target, args, state in plans:
+            reported_in = threading.Lock()
+            reported_in.acquire()
+            thread = threading.Thread(
+                target=_thread_main, name=name, args=(reported_in, target, args), daemon=True
+            )
+            record = _Thread(thread, reported_in, state)
+            # Listed before start(): an exception can interrupt start() after
+            # the new thread is already running, and it must still be joined.
+            self.threads.append(record)
+            thread.start()
+            record.started = True
+
+    def _plans(
+        self, copies: list[list[Any]]
+    ) -> list[tuple[str, Callable[..., None], tuple[Any, ...], WorkerState | None]]:
+        # Every thread to start, with its producer handle registered now.
+        plans: list[tuple[str, Callable[..., None], tuple[Any, ...], WorkerState | None]] = []
+        first_inbox: Inbox = self.queues[0]
+        if not isinstance(self.source, SafeQueue):
+            first = self.specs[0] if self.specs else None
+            if (
+                self.in_memory
+                and first is not None
+                and first.workers == 1
+                and first.kind is not StageKind.BATCH
+            ):
+                # One worker and a collection that cannot block: the worker
+                # reads the source itself, one thread and one hand-off less.
+                maxsize = first.maxsize or DEFAULT_MAXSIZE
+                self.reader = SourceReader(self.source, self, maxsize, self.sequence)
+                first_inbox = self.reader
+            else:
+                self.reader = SourceReader(self.source, self, MAX_BATCH, self.sequence)
+                handle = self.queues[0].producer()
+                plans.append(("pipeline-source", self._feed, (handle,), None))
+        for index, spec in enumerate(self.specs):
+            for number, stage in enumerate(copies[index]):
+                state = WorkerState()
+                args = (
+                    spec,
+                    stage,
+                    first_inbox if index == 0 else self.queues[index],
+                    self.queues[index + 1].producer(),
+                    self,
+                    self.recorders[index][number],
+                    state,
+                )
+                plans.append((f"{spec.name}-{number + 1}", run_worker, args, state))
+        return plans
+
+    def _feed(self, handle: Producer[Any]) -> None:
+        try:
+            if self.reader is not None:
+                feed(self.reader, handle.queue, self, chunks=self.in_memory)
+        finally:
+            handle.close()
+
+    def join(self) -> None:
+        """Join every thread of the run, or say which ones it left running."""
+        for record in self.threads:
+            self._join(record)
+        if self._canceller is not None and self._canceller.acquire(timeout=_JOIN_SLICE * 20):
+            self._canceller.release()
+        if self.claimed and isinstance(self.source, SafeQueue):
+            self.source._release_tickets(self)
+        self.elapsed = perf_counter() - self.started
+
+    def _join(self, record: _Thread) -> None:
+        thread = record.thread
+        if not record.started and not record.reported_in.acquire(timeout=1.0):
+            return  # start() failed before the thread came up: nothing to join
+        while True:
+            # In slices, so that a second Ctrl-C (which cannot wake a join)
+            # or the source's grace period is noticed.
+            thread.join(_JOIN_SLICE)
+            if not thread.is_alive():
+                return
+            where = self._left_behind(record)
+            if where is not None:
+                self.left_running.append(f"{thread.name} ({where})")
+                return
+
+    def _left_behind(self, record: _Thread) -> str | None:
+        # Where a thread is stuck, if the run should stop waiting for it now.
+        now = monotonic()
+        if record.state is None:
+            if self.cancelled and now >= self.cancelled_at + SOURCE_GRACE:
+                return "inside the source iterator's __next__"
+            return None
+        if self.give_up_at is not None and now >= self.give_up_at:
+            return f"inside {record.state.where}()"
+        return None
+
+    # -- outputs ------------------------------------------------------------------
+
+    def next_outputs(self, deadline: float | None) -> list[Any]:
+        """Return the next batch of outputs; ``[]`` once the run has ended."""
+        if deadline is not None and monotonic() >= deadline:
+            self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+        try:
+            return self.queues[-1]._get_batch(MAX_BATCH, deadline)
+        except ShutDown:
+            self._finish()
+        except Empty:
+            self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+        return []
+
+    def collect(self, deadline: float | None) -> list[Any]:
+        """Wait for the end of the run, then take every output at once.
+
+        The output queue of a collecting run is unbounded (the outputs are all
+        kept anyway), so nobody waits on it until the end: no wake-up per batch.
+        """
+        final = self.queues[-1]
+        if deadline is not None and monotonic() >= deadline:
+            self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+        if not final._wait_for_shutdown(deadline):
+            self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
+        if not self._finish():
+            return []  # cancelled: what the output queue held is counted there
+        outputs: list[Any] = []
+        try:
+            while True:
+                outputs += final.get_many(2**62, 0)  # all of it: one list copy
+        except (ShutDown, Empty):
+            pass
+        self.delivered = len(outputs)
+        return outputs
+
+    # -- the outcome ----------------------------------------------------------------
+
+    def report(self) -> PipelineReport:
+        """Build the report from what was counted; exact once :meth:`join` has returned."""
+        direct = isinstance(self.source, SafeQueue)
+        if direct:
+            taken = [r.taken for r in chain.from_iterable(self.recorders[:1])]
+            read = sum(taken) if self.specs else self.delivered + self.undelivered
+        else:
+            read = self.reader.read if self.reader is not None else 0
+        stages: list[StageReport] = []
+        arrived = read
+        for index, spec in enumerate(self.specs):
+            ours = not (index == 0 and direct)  # a queue source's leftovers are the caller's
+            refused, discarded, left = self.queues[index]._books() if ours else (0, 0, 0)
+            stage = StageReport.from_recorders(
+                spec.name,
+                arrived,
+                self.recorders[index],
+                self.queues[index].stats(),
+                refused + discarded + left,
+            )
+            stages.append(stage)
+            arrived = stage.emitted
+        ours = bool(self.specs) or not direct
+        refused, discarded, left = self.queues[-1]._books() if ours else (0, 0, 0)
+        undelivered = self.undelivered + refused + discarded + left
+        status: RunStatus = self.outcomes[0][0] if self.outcomes else "completed"
+        error = None
+        if self.outcomes and status != "closed":
+            error = _short_str(self.outcomes[0][1])
+        return PipelineReport(
+            status=status,
+            elapsed_seconds=self.elapsed,
+            items_read=read,
+            outputs=self.delivered,
+            dropped=sum(s.dropped for s in stages),
+            failed=sum(s.failed for s in stages),
+            not_processed=sum(s.not_processed for s in stages) + undelivered,
+            created=sum(s.created for s in stages),
+            stages=tuple(stages),
+            dead_letters=tuple(d for rs in self.recorders for r in rs for d in r.dead_letters),
+            expected=self.expected,
+            undelivered=undelivered,
+            error=error,
+            left_running=tuple(self.left_running),
+        )
+
+    def raise_for_outcome(self, report: PipelineReport, *, closing: bool = False) -> None:
+        """Raise the error that ended the run, with the report attached.
+
+        A Ctrl-C this run took is always raised, as :class:`PipelineInterrupted`,
+        whatever else ended the run, except while a stream is being closed and
+        the ``KeyboardInterrupt`` for it is already on its way (``closing``).
+        """
+        first = self.outcomes[0][1] if self.outcomes else None
+        if self.interrupts and (_interrupt.delivered() or not closing):
+            interrupt = first if isinstance(first, PipelineInterrupted) else PipelineInterrupted()
+            if first is not None and first is not interrupt and self.outcomes[0][0] != "closed":
+                interrupt.add_note(f"before Ctrl-C: {_short_str(first)}")
+            self._attach(interrupt, report)
+            raise interrupt
+        if first is None or closing or self.outcomes[0][0] == "closed":
+            return
+        if isinstance(first, StageError | PipelineCancelled | PipelineInterrupted):
+            self._attach(first, report)
+            raise first
+        # Anything else (a KeyboardInterrupt of the program's own signal
+        # handler, a MemoryError) is re-raised by the caller.
+
+    def _attach(
+        self, error: StageError | PipelineCancelled | PipelineInterrupted, report: PipelineReport
+    ) -> None:
+        error.report = report
+        for _, later in self.outcomes[1:]:
+            if isinstance(later, StageError):
+                error.add_note(f"also: {later}")
+        if self.left_running:
+            error.add_note("left running, still inside user code: " + ", ".join(self.left_running))
+        if isinstance(error, PipelineInterrupted):
+            error.left_running = tuple(self.left_running)
+
+
+def _new_queue(maxsize: int | None) -> SafeQueue[Any]:
+    # A queue of a run: `maxsize` items (0: unbounded), or None for a bound
+    # set by the first item put (see DEFAULT_QUEUE_BYTES).
+    if maxsize is not None:
+        return SafeQueue(maxsize)
+    queue: SafeQueue[Any] = SafeQueue(DEFAULT_MAXSIZE)
+    queue._fit_maxsize_to_first_item(DEFAULT_QUEUE_BYTES, MIN_DEFAULT_MAXSIZE)
+    return queue
