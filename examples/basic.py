@@ -5,6 +5,12 @@ Run it with ``python examples/basic.py``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (python examples/x.py): use the checkout's library
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
 from pipeline import Pipeline
 from pipeline.stages import AddStage, FilterStage, MultiplyStage
 

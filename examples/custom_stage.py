@@ -15,11 +15,17 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-from pipeline import Pipeline, PipelineStage, Retry
+if __package__ in (None, ""):  # run as a script (python examples/x.py): use the checkout's library
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pipeline import Pipeline, PipelineReport, PipelineStage, Retry
+from pipeline._cli import number, parse_args, run_reporting, whole_number
 
 logger = logging.getLogger("pipeline.examples.custom")
 
@@ -68,7 +74,13 @@ class Words(PipelineStage[str]):
 
 
 class CountWords(PipelineStage[list[str], int]):
-    """Count words batch by batch (one worker); emit how many words each batch had."""
+    """Count words batch by batch; emit how many words each batch had.
+
+    The totals are one Counter for the whole run, kept in the stage itself:
+    ``single_worker`` makes ``add()`` refuse more than one worker for it.
+    """
+
+    single_worker = True
 
     def __init__(self) -> None:
         super().__init__(name="count")
@@ -80,14 +92,25 @@ class CountWords(PipelineStage[list[str], int]):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the word count; print the top words and the report."""
+    """Run the word count; print the top words and the report; return the exit code."""
     parser = argparse.ArgumentParser(
-        prog="run_custom_example.py", description=__doc__.split("\n", maxsplit=1)[0]
+        prog="run_custom_example.py",
+        description=(__doc__ or "").split("\n", maxsplit=1)[0],
+        epilog="Exit codes: 0 success, 1 pipeline error, 2 usage error, 130 interrupted.",
     )
-    parser.add_argument("--documents", type=int, default=200, help="how many documents")
-    parser.add_argument("--failure-rate", type=float, default=0.2, help="chance a fetch fails")
+    parser.add_argument(
+        "--documents", type=whole_number(0), default=200, help="how many documents (default 200)"
+    )
+    parser.add_argument(
+        "--failure-rate",
+        type=number(0.0, 1.0, what="a probability"),
+        default=0.2,
+        help="chance a fetch fails, from 0 to 1 (default 0.2)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no log lines")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="[%(levelname)s] %(message)s"
     )
@@ -104,14 +127,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         .batch(100, max_wait=0.05)
         .add(counter)
     )
-    result = pipeline.run(range(args.documents))
-    print("top words:", ", ".join(f"{w} {n}" for w, n in counter.totals.most_common(5)))
-    for letter in result.report.dead_letters:
-        print(
-            f"dead letter: document {letter.item} after {letter.attempts} tries: {letter.exception}"
-        )
-    print(result.report.summary())
-    return 0
+
+    def count() -> PipelineReport:
+        return pipeline.run(range(args.documents)).report
+
+    def show(report: PipelineReport | None) -> None:
+        print("top words:", ", ".join(f"{w} {n}" for w, n in counter.totals.most_common(5)))
+        if report is None:
+            return
+        for letter in report.dead_letters:
+            print(
+                f"dead letter: document {letter.item} after {letter.attempts} tries: "
+                f"{letter.exception}"
+            )
+        print(report.summary())
+
+    return run_reporting(count, show)
 
 
 if __name__ == "__main__":

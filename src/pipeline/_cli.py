@@ -1,9 +1,12 @@
-"""The command line: ``python -m pipeline`` runs the seed's basic demo.
+"""The command line: ``python -m pipeline`` runs the basic demo.
 
-Integers 1..N go through a Multiply, an Add and a Filter stage; every stage
-logs the items it processes and the consumer logs every final output, in the
-seed's format (``[INFO] Multiply Stage processing item: 1``), then the
+Integers 1..N go through a Multiply (x2), an Add (+10) and a Filter (keep
+even) stage; every stage logs the items it processes and the consumer logs
+every final output (``[INFO] Multiply Stage processing item: 1``), then the
 verification report is printed.
+
+The argument types and the outcome handling here are shared with the
+example scripts of the repository (``examples/``).
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from ._exceptions import PipelineError, StageError
-from ._pipeline import DEFAULT_MAXSIZE, Pipeline
+from ._exceptions import PipelineError
+from ._pipeline import MAX_WORKERS, Pipeline
 from ._report import PipelineReport
+from ._run import DEFAULT_MAXSIZE
 from ._stage import PipelineStage
+from ._validate import MAX_SECONDS
 from .stages import AddStage, FilterStage, MultiplyStage
 
 __all__ = ["main"]
@@ -29,6 +36,9 @@ EXIT_OK = 0
 EXIT_PIPELINE_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+MAX_DELAY = 3600.0
+"""The longest ``--delay`` per item the demo takes (an hour: more is a typo)."""
 
 
 class _DemoError(Exception):
@@ -70,31 +80,91 @@ def _is_even(item: int) -> bool:
     return item % 2 == 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """Return an argparse type: a whole number in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{upper}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+def number(minimum: float, maximum: float, *, what: str = "a number") -> Callable[[str], float]:
+    """Return an argparse type: a finite number in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and minimum <= value <= maximum):
+            bounds = (
+                f"at least {minimum:g}"
+                if maximum >= MAX_SECONDS
+                else f"from {minimum:g} to {maximum:g}"
+            )
+            raise argparse.ArgumentTypeError(f"must be a finite number {bounds}, got {text}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
+def seconds(maximum: float = MAX_SECONDS) -> Callable[[str], float]:
+    """Return an argparse type: a finite, non-negative number of seconds."""
+    return number(0.0, maximum, what="a number of seconds")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def program_name() -> str:
+    """How the program was started, for ``usage:`` lines."""
+    started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if started_as in {"", "-c", "__main__.py"}:
+        return "python -m pipeline"
+    return started_as
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace | int:
+    """Parse ``argv``; return the namespace, or the exit code of ``--help`` or a usage error."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+
+def run_reporting(
+    body: Callable[[], PipelineReport | None],
+    show: Callable[[PipelineReport | None], None],
+) -> int:
+    """Run ``body``; show its report, or the partial one of an error; return the exit code.
+
+    A pipeline error is logged in one line (exit 1); Ctrl-C prints
+    ``interrupted`` (exit 130). Either way the partial report is shown.
+    """
+    try:
+        show(body())
+        return EXIT_OK
+    except KeyboardInterrupt as exc:
+        print("interrupted (Ctrl-C): the run was stopped; partial report below", file=sys.stderr)
+        show(getattr(exc, "report", None))
+        return EXIT_INTERRUPTED
+    except PipelineError as exc:
+        logger.error("%s", exc)  # noqa: TRY400 (one line: the message names stage, item, cause)
+        show(getattr(exc, "report", None))
+        return EXIT_PIPELINE_ERROR
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m pipeline``."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline",
+        prog=prog or program_name(),
         description=(
             "Run the basic demo: integers 1..N through Multiply (x2), Add (+10) and "
             "Filter (keep even) stages, each in its own worker threads, then print "
@@ -103,14 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 pipeline error, 2 usage error, 130 interrupted.",
     )
     parser.add_argument(
-        "--items", type=_non_negative_int, default=10, help="how many integers (default 10)"
+        "--items", type=whole_number(0), default=10, help="how many integers (default 10)"
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=1, help="worker threads per stage (default 1)"
+        "--workers",
+        type=whole_number(1, MAX_WORKERS),
+        default=1,
+        help=f"worker threads per stage (default 1, at most {MAX_WORKERS})",
     )
     parser.add_argument(
         "--queue-size",
-        type=_positive_int,
+        type=whole_number(1),
         default=None,
         help="bound of each stage's input queue, in items (default: set from the item "
         f"size, at most {DEFAULT_MAXSIZE})",
@@ -119,15 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--unordered", action="store_true", help="emit items as they finish, not in input order"
     )
     parser.add_argument(
-        "--delay", type=_seconds, default=0.0, help="seconds each stage sleeps per item"
+        "--delay",
+        type=seconds(MAX_DELAY),
+        default=0.0,
+        help=f"seconds each stage sleeps per item (at most {MAX_DELAY:g})",
     )
     parser.add_argument(
         "--fail-at",
-        type=int,
+        type=whole_number(1),
         metavar="ITEM",
         help="make the Multiply stage raise on this item (shows fail-fast)",
     )
-    parser.add_argument("--timeout", type=_seconds, help="cancel the run after this many seconds")
+    parser.add_argument("--timeout", type=seconds(), help="cancel the run after this many seconds")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(
         "--log-level",
@@ -170,7 +246,8 @@ def _configure_logging(level: str, *, quiet: bool) -> tuple[logging.Handler, int
     return handler, previous
 
 
-def _print_report(report: PipelineReport | None, *, as_json: bool) -> None:
+def print_report(report: PipelineReport | None, *, as_json: bool) -> None:
+    """Print ``report`` to stdout as text or JSON; nothing if there is none."""
     if report is None:
         return
     if as_json:
@@ -179,7 +256,7 @@ def _print_report(report: PipelineReport | None, *, as_json: bool) -> None:
         print(report.summary())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the demo with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 
     >>> main(["--items", "2", "--quiet"])  # doctest: +ELLIPSIS
@@ -191,32 +268,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ...
     0
     """
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help and on usage errors
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_args(build_parser(prog), argv)
+    if isinstance(args, int):
+        return args
     handler, previous_level = _configure_logging(args.log_level, quiet=args.quiet)
     try:
         pipeline = build_demo(args)
-        report: PipelineReport | None = None
-        with pipeline.stream(range(1, args.items + 1), timeout=args.timeout) as outputs:
-            try:
+
+        def demo() -> PipelineReport | None:
+            with pipeline.stream(range(1, args.items + 1), timeout=args.timeout) as outputs:
                 for item in outputs:
                     logger.info("Final output: %s", item)
-            finally:
-                report = outputs.report
-        _print_report(report, as_json=args.json)
-        return EXIT_OK
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except PipelineError as exc:
-        logger.error("%s", exc)  # noqa: TRY400 (a demo summarises the cause; no traceback)
-        if isinstance(exc, StageError) and exc.__cause__ is not None:
-            logger.error("caused by %r", exc.__cause__)  # noqa: TRY400
-        _print_report(exc.report if hasattr(exc, "report") else None, as_json=args.json)
-        return EXIT_PIPELINE_ERROR
+            return outputs.report
+
+        return run_reporting(demo, lambda report: print_report(report, as_json=args.json))
     finally:
         logging.getLogger("pipeline").removeHandler(handler)
         logging.getLogger("pipeline").setLevel(previous_level)

@@ -15,9 +15,10 @@ from difflib import get_close_matches
 from operator import length_hint
 from time import monotonic
 from types import TracebackType
-from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, Self, TypedDict, TypeVar, Unpack
 
 from . import _interrupt
+from ._compat import RUNTIME_DEFAULTS, fill_defaults
 from ._compat import TypeVar as DefaultTypeVar
 from ._exceptions import PipelineCancelled, PipelineStateError
 from ._policy import OnError, Retry, check_on_error
@@ -26,6 +27,7 @@ from ._run import DEFAULT_MAXSIZE, DEFAULT_QUEUE_BYTES, MIN_DEFAULT_MAXSIZE, Run
 from ._safequeue import SafeQueue
 from ._source import is_in_memory
 from ._stage import PipelineStage, StageKind, StageSpec, kind_of
+from ._validate import check_int, check_seconds
 from .stages import EachStage, FilterStage, FlatMapStage, MapStage
 
 __all__ = [
@@ -51,28 +53,6 @@ A thread costs a stack and a start-up; past a few hundred, more threads add
 contention rather than throughput. The cap keeps a typo (``workers=10**9``)
 from exhausting memory before anything runs.
 """
-
-
-def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name!r} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name!r} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name!r} must be at most {maximum}, got {value}")
-    return value
-
-
-def _check_seconds(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name!r} must be a number of seconds, not {type(value).__name__}")
-    if not 0 <= value < float("inf"):  # also rejects NaN
-        raise ValueError(
-            f"{name!r} must be a finite, non-negative number of seconds, got {value!r}"
-        )
-    return float(value)
 
 
 class StageOptions(TypedDict, total=False):
@@ -237,8 +217,13 @@ class Pipeline(Generic[In, Out]):
             closed pipeline.
     """
 
+    if not TYPE_CHECKING and not RUNTIME_DEFAULTS:  # a bare Python 3.11/3.12: see _compat
+
+        def __class_getitem__(cls, params: Any) -> Any:
+            return super().__class_getitem__(fill_defaults(cls, params))
+
     def __init__(self, *, maxsize: int | None = None) -> None:
-        self._maxsize = None if maxsize is None else _check_int("maxsize", maxsize, 1)
+        self._maxsize = None if maxsize is None else check_int("maxsize", maxsize, 1)
         self._specs: list[StageSpec] = []
         self._frozen = False
         self._closed = False
@@ -352,8 +337,8 @@ class Pipeline(Generic[In, Out]):
         >>> Pipeline[int]().batch(2).run(range(5)).outputs
         [[0, 1], [2, 3], [4]]
         """
-        size = _check_int("size", size, 1)
-        max_wait = _check_seconds("max_wait", max_wait)
+        size = check_int("size", size, 1)
+        max_wait = check_seconds("max_wait", max_wait)
         self._check_open()
         stage = _BatchStage(name=name or "batch")
         spec = StageSpec(
@@ -361,7 +346,7 @@ class Pipeline(Generic[In, Out]):
             name=self._unique(name or "batch"),
             workers=1,
             ordered=True,
-            maxsize=self._maxsize if maxsize is None else _check_int("maxsize", maxsize, 1),
+            maxsize=self._maxsize if maxsize is None else check_int("maxsize", maxsize, 1),
             on_error="raise",
             retry=None,
             kind=StageKind.BATCH,
@@ -380,7 +365,7 @@ class Pipeline(Generic[In, Out]):
                 f"Pipeline.{method}() got an unknown option {unknown[0]!r}{hint}; "
                 f"the options are {', '.join(_STAGE_OPTIONS)}"
             )
-        workers = _check_int("workers", options.get("workers", 1), 1, MAX_WORKERS)
+        workers = check_int("workers", options.get("workers", 1), 1, MAX_WORKERS)
         name = options.get("name")
         ordered = options.get("ordered", True)
         maxsize = options.get("maxsize")
@@ -390,7 +375,7 @@ class Pipeline(Generic[In, Out]):
             raise TypeError(f"'name' must be a str, not {type(name).__name__}")
         if not isinstance(ordered, bool):
             raise TypeError(f"'ordered' must be a bool, not {type(ordered).__name__}")
-        maxsize = self._maxsize if maxsize is None else _check_int("maxsize", maxsize, 1)
+        maxsize = self._maxsize if maxsize is None else check_int("maxsize", maxsize, 1)
         on_error = check_on_error(on_error)
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"'retry' must be a Retry or None, not {type(retry).__name__}")
@@ -441,7 +426,7 @@ class Pipeline(Generic[In, Out]):
     ) -> Run:
         if self._closed:
             raise PipelineStateError("the pipeline is closed")
-        _check_seconds("timeout", timeout)
+        check_seconds("timeout", timeout)
         specs = tuple(self._specs)
         if isinstance(source, SafeQueue):
             run = Run(specs, final_maxsize, source)

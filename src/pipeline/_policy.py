@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._validate import MAX_SECONDS, check_int, check_number
+
 __all__ = ["OnError", "Retry"]
 
 OnError = Literal["raise", "skip"]
@@ -21,14 +23,6 @@ def check_on_error(on_error: object) -> OnError:
     if on_error == "skip":
         return "skip"
     raise ValueError(f"'on_error' must be one of {_ON_ERROR_VALUES}, got {on_error!r}")
-
-
-def _check_number(name: str, value: object, *, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name!r} must be a number, not {type(value).__name__}")
-    if not value >= minimum:  # also rejects NaN
-        raise ValueError(f"{name!r} must be >= {minimum}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +41,9 @@ class Retry:
     [0.1, 0.2, 0.3]
 
     Raises:
-        ValueError: ``attempts < 1``, a negative delay, ``jitter`` outside
-            ``[0, 1]``, or an empty ``on``.
-        TypeError: a non-numeric value or ``on`` not exception types.
+        ValueError: ``attempts < 1``, a negative or non-finite delay,
+            ``jitter`` outside ``[0, 1]``, or an empty ``on``.
+        TypeError: a non-numeric value, or ``on`` not ``Exception`` types.
     """
 
     attempts: int = 3
@@ -59,15 +53,10 @@ class Retry:
     on: tuple[type[BaseException], ...] = field(default=(Exception,))
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise TypeError(f"'attempts' must be an int, not {type(self.attempts).__name__}")
-        if self.attempts < 1:
-            raise ValueError(f"'attempts' must be at least 1, got {self.attempts}")
-        _check_number("backoff", self.backoff, minimum=0.0)
-        _check_number("max_delay", self.max_delay, minimum=0.0)
-        jitter = _check_number("jitter", self.jitter, minimum=0.0)
-        if jitter > 1.0:
-            raise ValueError(f"'jitter' must be between 0 and 1, got {jitter!r}")
+        check_int("attempts", self.attempts, 1)
+        check_number("backoff", self.backoff, minimum=0.0, maximum=MAX_SECONDS)
+        check_number("max_delay", self.max_delay, minimum=0.0, maximum=MAX_SECONDS)
+        check_number("jitter", self.jitter, minimum=0.0, maximum=1.0)
         on: object = self.on
         if isinstance(on, type):
             on = (on,)
@@ -75,8 +64,8 @@ class Retry:
         if not isinstance(on, tuple) or not on:
             raise ValueError("'on' must be a non-empty tuple of exception types")
         for kind in on:
-            if not (isinstance(kind, type) and issubclass(kind, BaseException)):
-                raise TypeError(f"'on' must hold exception types, got {kind!r}")
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                raise TypeError(f"'on' must hold Exception subclasses, got {kind!r}")
 
     def retries(self, exception: BaseException) -> bool:
         """Return whether ``exception`` is one this policy retries."""

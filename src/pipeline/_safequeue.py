@@ -22,6 +22,7 @@ from time import monotonic
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import PipelineStateError, ProducerError, ShutDown
+from ._validate import check_int
 
 __all__ = ["Empty", "Full", "Producer", "QueueStats", "SafeQueue"]
 
@@ -34,13 +35,6 @@ _GET_ON_SHUT_DOWN = "get from a queue that is shut down and empty"
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
-
-
-def _check_max_items(max_items: int) -> None:
-    if isinstance(max_items, bool) or not isinstance(max_items, int):
-        raise TypeError(f"'max_items' must be an int, not {type(max_items).__name__}")
-    if max_items < 1:
-        raise ValueError(f"'max_items' must be at least 1, got {max_items}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +154,7 @@ class SafeQueue(Generic[T]):
     def __init__(self, maxsize: int = 0) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"'maxsize' must be an int, not {type(maxsize).__name__}")
-        self.maxsize = maxsize
+        self.maxsize = maxsize  # any int: <= 0 means unbounded, as in queue.Queue
         self._init(maxsize)
 
         # `mutex` is held whenever the queue or any statistic changes, and every
@@ -436,7 +430,7 @@ class SafeQueue(Generic[T]):
             TypeError: ``max_items`` is not an int.
             ValueError: ``max_items < 1`` or a negative ``timeout``.
         """
-        _check_max_items(max_items)
+        check_int("max_items", max_items, 1)
         _check_timeout(timeout)
         with self.mutex:
             if not self._qsize():

@@ -26,9 +26,9 @@ from enum import Enum
 from itertools import chain, compress
 from operator import length_hint
 from time import monotonic, perf_counter_ns
-from typing import Any, ClassVar, Generic, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol
 
-from ._compat import TypeVar
+from ._compat import RUNTIME_DEFAULTS, TypeVar, fill_defaults
 from ._exceptions import ShutDown, StageError
 from ._policy import OnError, Retry
 from ._report import DeadLetter, StageRecorder
@@ -93,6 +93,11 @@ class PipelineStage(ABC, Generic[In, Out]):
         name: the stage's name in logs, thread names and the report; defaults
             to the class name.
     """
+
+    if not TYPE_CHECKING and not RUNTIME_DEFAULTS:  # a bare Python 3.11/3.12: see _compat
+
+        def __class_getitem__(cls, params: Any) -> Any:
+            return super().__class_getitem__(fill_defaults(cls, params))
 
     single_worker: ClassVar[bool] = False
     """Whether the stage must run in one worker (``add(..., workers=2)`` raises)."""
