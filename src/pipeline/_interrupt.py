@@ -64,16 +64,19 @@ class _Router:
         self.runs: list[Interruptible] = []
         # A SIGINT was taken and no KeyboardInterrupt has been raised for it yet.
         self.pending = False
+        # The one handler object installed: each `self.handle` is a new bound
+        # method, which `is` would never match.
+        self.handler = self.handle
 
     def guard(self, run: Interruptible) -> bool:
         """Route SIGINT to ``run`` while it holds the main thread; False if it cannot."""
         if threading.current_thread() is not threading.main_thread():
             return False
         current = signal.getsignal(signal.SIGINT)
-        if current is not self.handle:
+        if current is not self.handler:
             if current is not signal.default_int_handler:
                 return False  # the program's own handler, or SIGINT ignored: keep it
-            signal.signal(signal.SIGINT, self.handle)
+            signal.signal(signal.SIGINT, self.handler)
         self.runs.append(run)
         return True
 
@@ -84,7 +87,7 @@ class _Router:
         if (
             not self.runs
             and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is self.handle
+            and signal.getsignal(signal.SIGINT) is self.handler
         ):
             signal.signal(signal.SIGINT, signal.default_int_handler)
 

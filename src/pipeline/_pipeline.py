@@ -103,10 +103,11 @@ class RunResult(Generic[T]):
 class _StreamState:
     # Shared by a Stream and its generator, so the generator never refers to
     # the Stream: no cycle, and dropping the Stream closes the run at once.
-    __slots__ = ("report", "run")
+    __slots__ = ("report", "run", "started")
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self.started = False  # the generator has begun: it will set the report
         self.report: PipelineReport | None = None
 
 
@@ -146,6 +147,7 @@ class Stream(Generic[T]):
     def close(self) -> None:
         """Stop the run; from the consuming thread, also join its threads. Idempotent."""
         outputs = self._outputs
+        state = self._state
         if getattr(outputs, "gi_running", False):
             self._close_from_another_thread()
             return
@@ -153,6 +155,11 @@ class Stream(Generic[T]):
             getattr(outputs, "close", lambda: None)()
         except ValueError:  # "generator already executing": it started meanwhile
             self._close_from_another_thread()
+            return
+        if not state.started and state.report is None:
+            # Closed before its first next(): a run that read nothing.
+            state.run.cancel("closed", PipelineCancelled("the stream was closed"))
+            state.report = state.run.report()
 
     def _close_from_another_thread(self) -> None:
         # The consumer is inside next(): cancel the run, and let that next()
@@ -518,8 +525,13 @@ class Pipeline(Generic[In, Out]):
                     run.join()
             finally:
                 self._unregister(run)
+            error = run.outcome_error()
+            if error is not None:
+                run.undeliver()  # raised instead of returned: the caller gets none of them
             report = run.report()
-            run.raise_for_outcome(report)
+            if error is not None:
+                run.attach(error, report)
+                raise error
             return RunResult(outputs, report)
         finally:
             if guarded:
@@ -559,6 +571,7 @@ class Pipeline(Generic[In, Out]):
     def _iterate(self, run: Run, timeout: float | None, state: _StreamState) -> Iterator[Out]:
         # The stream's generator. `in_library` tells the SIGINT handler
         # whether the consumer's thread is in here or in the loop's body.
+        state.started = True
         guarded = _interrupt.guard(run)
         try:
             deadline = None if timeout is None else monotonic() + timeout
@@ -598,11 +611,16 @@ class Pipeline(Generic[In, Out]):
                 raise
             finally:
                 run.join()
-                state.report = run.report()
+                state.report = report = run.report()
                 self._unregister(run)
-                if closing:  # a Ctrl-C taken but not yet raised comes out of close()
-                    run.raise_for_outcome(state.report, closing=True)
-            run.raise_for_outcome(state.report)
+                # A Ctrl-C taken but not yet raised comes out of close().
+                error = run.outcome_error(closing=closing)
+                if closing and error is not None:
+                    run.attach(error, report)
+                    raise error
+            if error is not None:
+                run.attach(error, report)
+                raise error
         finally:
             if guarded:
                 _interrupt.release(run)

@@ -447,8 +447,8 @@ class Run:
             left_running=tuple(self.left_running),
         )
 
-    def raise_for_outcome(self, report: PipelineReport, *, closing: bool = False) -> None:
-        """Raise the error that ended the run, with the report attached.
+    def outcome_error(self, *, closing: bool = False) -> BaseException | None:
+        """The error the run ends with, to raise once the report is attached; or ``None``.
 
         A Ctrl-C this run took is always raised, as :class:`PipelineInterrupted`,
         whatever else ended the run, except while a stream is being closed and
@@ -459,20 +459,24 @@ class Run:
             interrupt = first if isinstance(first, PipelineInterrupted) else PipelineInterrupted()
             if first is not None and first is not interrupt and self.outcomes[0][0] != "closed":
                 interrupt.add_note(f"before Ctrl-C: {_short_str(first)}")
-            self._attach(interrupt, report)
-            raise interrupt
+            return interrupt
         if first is None or closing or self.outcomes[0][0] == "closed":
-            return
+            return None
         if isinstance(first, StageError | PipelineCancelled | PipelineInterrupted):
-            self._attach(first, report)
-            raise first
+            return first
         # Anything else (a KeyboardInterrupt of the program's own signal
         # handler, a MemoryError) is re-raised by the caller.
+        return None
 
-    def _attach(
-        self, error: StageError | PipelineCancelled | PipelineInterrupted, report: PipelineReport
-    ) -> None:
-        error.report = report
+    def undeliver(self) -> None:
+        """The outputs collected will not reach the caller after all: count them so."""
+        self.undelivered += self.delivered
+        self.delivered = 0
+
+    def attach(self, error: BaseException, report: PipelineReport) -> None:
+        """Attach the report, later errors and the threads left running to ``error``."""
+        if isinstance(error, StageError | PipelineCancelled | PipelineInterrupted):
+            error.report = report
         for _, later in self.outcomes[1:]:
             if isinstance(later, StageError):
                 error.add_note(f"also: {later}")

@@ -452,6 +452,8 @@ class BatchRunner:
             attempts += 1
             try:
                 return self._attempt(item)
+            except StopIteration:
+                exc = _stop_iteration_error()  # as on the first try
             except BaseException as again:  # noqa: BLE001 (the error policy decides)
                 exc = again
         if self.on_error == "skip" and isinstance(exc, Exception):
