@@ -25,10 +25,6 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-# The longest any test may wait on a thread, an event or a queue. Every
-# blocking call in the tests uses it (or less), so a deadlock fails fast.
-WAIT = 10.0
-
 
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:

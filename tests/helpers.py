@@ -1,11 +1,13 @@
-"""Helpers shared by the pipeline test modules."""
+"""Helpers shared by the test modules."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
-from tests.conftest import WAIT
+# The longest any test may wait on a thread, an event or a queue. Every
+# blocking call in the tests uses it (or less), so a deadlock fails fast.
+WAIT = 10.0
 
 
 class Join:

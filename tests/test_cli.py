@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline._cli import main
-from tests.conftest import WAIT
+from tests.helpers import WAIT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,8 +222,6 @@ def test_python_m_pipeline_smoke() -> None:
 
 def test_run_pipeline_script_smoke() -> None:
     script = ROOT / "run_pipeline.py"
-    if not script.exists():
-        pytest.skip("run_pipeline.py is not there yet")
     done = subprocess.run(
         [sys.executable, str(script), "--items", "3"],
         capture_output=True,
@@ -236,3 +234,133 @@ def test_run_pipeline_script_smoke() -> None:
     assert "=== VERIFICATION REPORT ===" in done.stdout
     assert "Expected: 3" in done.stdout
     assert "[INFO] Final output: 16" in done.stderr
+
+
+# -- bad values, named, exit 2; messages users read ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "99999999999"], "argument --workers: must be at least 1 and at most 1024"),
+        (["--workers", "30000"], "argument --workers: must be at least 1 and at most 1024"),
+        (["--items", "abc"], "argument --items: expected a whole number, got 'abc'"),
+        (["--items", "-3"], "argument --items: must be at least 0, got -3"),
+        (["--fail-at", "-5"], "argument --fail-at: must be at least 1, got -5"),
+        (["--delay", "inf"], "argument --delay: must be a finite number from 0 to 3600, got inf"),
+        (["--delay", "nan"], "argument --delay: must be a finite number from 0 to 3600, got nan"),
+        (["--timeout", "1e400"], "argument --timeout: must be a finite number at least 0"),
+        (["--timeout", "soon"], "argument --timeout: expected a number of seconds, got 'soon'"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_option(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(argv, capsys)
+    assert code == 2
+    assert message in err
+    assert "_int" not in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_a_failure_is_logged_once_and_the_report_counts_the_failing_item(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _run(["--items", "10", "--fail-at", "3"], capsys)
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("[ERROR]")] == [
+        "[ERROR] stage 'Multiply Stage' failed on item 3: _DemoError('--fail-at 3')"
+    ]
+    assert "Failed: 1" in out.splitlines()
+    table = out.split("=== STAGES ===")[1].splitlines()
+    multiply = next(row for row in table if row.startswith("Multiply Stage"))
+    assert multiply.split()[6] == "1"  # its "failed" column
+    assert "Error: StageError: stage 'Multiply Stage' failed on item 3" in out
+
+
+def test_after_a_timeout_the_report_still_expects_the_whole_source(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--items", "100000", "--delay", "0.001", "--timeout", "0.1", "--quiet"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[1] == "Expected: 100000"
+    assert lines[2].startswith("Read: ")
+    assert "Error: PipelineTimeout: the run's timeout elapsed" in lines
+
+
+def test_timeout_zero_times_out_at_once_with_no_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["--items", "5", "--timeout", "0"], capsys)
+    assert code == 1
+    assert "Final output" not in err
+    assert "Status: timed out" in out
+
+
+def test_the_installed_command_names_itself_in_its_usage() -> None:
+    command = Path(sys.executable).with_name("threaded-pipeline")
+    done = subprocess.run(
+        [str(command), "--help"], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: threaded-pipeline ")
+
+
+@pytest.mark.parametrize(
+    ("launcher", "argv", "message"),
+    [
+        ("run_data_example.py", ["--files", "-3"], "argument --files: must be at least 0"),
+        ("run_custom_example.py", ["--failure-rate", "2"], "must be a finite number from 0 to 1"),
+        ("run_custom_example.py", ["--failure-rate", "-1"], "must be a finite number from 0 to 1"),
+        ("run_custom_example.py", ["--failure-rate", "nan"], "must be a finite number from 0 to 1"),
+        ("run_custom_example.py", ["--documents", "x"], "expected a whole number, got 'x'"),
+    ],
+)
+def test_the_examples_refuse_bad_values_naming_the_option(
+    launcher: str, argv: list[str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, launcher, *argv],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert f"usage: {launcher}" in done.stderr
+
+
+# Runs a launcher as a bare Python would: typing_extensions cannot be imported.
+WITHOUT_TYPING_EXTENSIONS = (
+    "import runpy, sys; sys.modules['typing_extensions'] = None; "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "argv"),
+    [
+        ("run_pipeline.py", ["--items", "3", "--quiet"]),
+        ("run_data_example.py", ["--files", "2", "--quiet"]),
+        ("run_custom_example.py", ["--documents", "5", "--quiet"]),
+        ("examples/basic.py", []),
+    ],
+)
+def test_the_launchers_run_from_a_checkout_without_typing_extensions(
+    launcher: str, argv: list[str]
+) -> None:
+    # -S: no site-packages, so neither the installed library nor
+    # typing_extensions is there; the launcher finds the checkout's source.
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", WITHOUT_TYPING_EXTENSIONS, launcher, *argv],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "=== VERIFICATION REPORT ===" in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
@@ -17,6 +18,7 @@ import pytest
 from pipeline import (
     DEFAULT_MAXSIZE,
     DEFAULT_QUEUE_BYTES,
+    MAX_WORKERS,
     MIN_DEFAULT_MAXSIZE,
     Pipeline,
     PipelineCancelled,
@@ -32,8 +34,7 @@ from pipeline import (
     Stream,
 )
 from pipeline.stages import AddStage, FilterStage, MultiplyStage
-from tests.conftest import WAIT
-from tests.helpers import Join
+from tests.helpers import WAIT, Join
 
 
 def _pipeline_threads() -> list[threading.Thread]:
@@ -1039,3 +1040,114 @@ def test_closing_a_stream_shuts_its_safequeue_source_down() -> None:
     assert outputs.report is not None
     assert outputs.report.status == "closed"
     assert outputs.report.balanced
+
+
+# -- the books are counted, not derived ------------------------------------------------
+
+
+class _CountedSource(list[int]):
+    """A list subclass (so the run reads it through its iterator) that counts pulls."""
+
+    pulled = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for item in list.__iter__(self):
+            self.pulled += 1
+            yield item
+
+
+def test_after_a_cancel_every_item_is_where_the_harness_counted_it() -> None:
+    gate, inside = threading.Event(), threading.Event()
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def hold_first(x: int) -> int:
+        if x == 0:
+            inside.set()
+            gate.wait(WAIT)
+        with lock:
+            finished.append(x)
+        return x
+
+    source = _CountedSource(range(1000))
+    pipeline = Pipeline[int]().map(hold_first, name="a", maxsize=4).map(abs, name="b", maxsize=4)
+
+    def cancel() -> None:
+        assert inside.wait(WAIT)
+        pipeline.cancel()
+        gate.set()
+
+    canceller = Join(cancel, name="test-cancel")
+    with pytest.raises(PipelineCancelled) as caught:
+        pipeline.run(source)
+    canceller.join()
+    report = caught.value.report
+    assert report is not None
+    assert report.items_read == source.pulled  # counted where taken from the source
+    assert report.outputs == 0  # run() raised: the caller received nothing
+    a, b = report.stages
+    assert a.completed == len(finished)
+    assert a.not_processed == source.pulled - len(finished)  # in queue 0, in hand, refused
+    assert b.arrived == a.emitted == len(finished)
+    assert report.balanced
+
+
+def test_balanced_is_false_when_an_item_is_missing_from_the_books() -> None:
+    report = Pipeline[int]().map(abs).run(range(10)).report
+    assert report.balanced
+    stage = report.stages[0]
+    lost = dataclasses.replace(report, stages=(dataclasses.replace(stage, completed=9, emitted=9),))
+    assert not lost.balanced
+    short = dataclasses.replace(report, outputs=9)
+    assert not short.balanced
+
+
+# -- builder: options, workers, filter(None), single-worker stages ---------------------
+
+
+def test_a_misspelled_option_names_the_method_and_lists_the_options() -> None:
+    with pytest.raises(TypeError) as caught:
+        Pipeline[int]().map(abs, wrokers=3)  # type: ignore[call-arg]
+    message = str(caught.value)
+    assert message.startswith(
+        "Pipeline.map() got an unknown option 'wrokers' (did you mean 'workers'?)"
+    )
+    assert "workers, name, ordered, maxsize, on_error, retry" in message
+    assert "_append" not in message
+
+
+@pytest.mark.parametrize("workers", [0, MAX_WORKERS + 1, 10**11])
+def test_workers_out_of_range_is_refused_at_once(workers: int) -> None:
+    with pytest.raises(ValueError, match=r"'workers' must be at (least|most)"):
+        Pipeline[int]().map(abs, workers=workers)
+
+
+def test_filter_none_keeps_true_items_as_the_builtin_filter() -> None:
+    items = [0, 1, 2, 0, 3, "", "x", None]
+    assert Pipeline[Any]().filter(None).run(items).outputs == list(filter(None, items))
+
+
+def test_a_single_worker_stage_refuses_more_workers_at_add() -> None:
+    class Tally(PipelineStage[int]):
+        single_worker = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.total = 0
+
+        def process(self, item: int) -> int:
+            self.total += item
+            return item
+
+    with pytest.raises(ValueError, match="must run in one worker; got 'workers'=2"):
+        Pipeline[int]().add(Tally(), workers=2)
+    tally = Tally()
+    Pipeline[int]().add(tally).run(range(5))
+    assert tally.total == 10
+
+
+def test_a_timeout_that_no_wait_can_take_is_refused() -> None:
+    with pytest.raises(ValueError, match="'timeout' must be a finite"):
+        Pipeline[int]().run([1], timeout=1e300)
+    with pytest.raises(ValueError, match="'max_delay'"):
+        Retry(max_delay=float("inf"))

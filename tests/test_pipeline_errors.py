@@ -31,8 +31,7 @@ from pipeline import (
     Retry,
     StageError,
 )
-from tests.conftest import WAIT
-from tests.helpers import Join
+from tests.helpers import WAIT, Join
 
 MAIN = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ from pipeline import (
     Retry,
     StageError,
 )
-from tests.conftest import WAIT
+from tests.helpers import WAIT
 
 # -- the stage functions: simple, deterministic, ints to ints -------------------------
 

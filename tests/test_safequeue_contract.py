@@ -37,7 +37,7 @@ import pytest
 
 import pipeline
 from pipeline import SafeQueue, ShutDown
-from tests.conftest import WAIT
+from tests.helpers import WAIT
 
 R = TypeVar("R")
 T = TypeVar("T")

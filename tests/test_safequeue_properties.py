@@ -32,7 +32,7 @@ from hypothesis.stateful import (
 )
 
 from pipeline import Empty, Full, Producer, ProducerError, SafeQueue, ShutDown
-from tests.conftest import WAIT
+from tests.helpers import WAIT
 from tests.test_safequeue_contract import promptly, results_of, start_threads
 
 # -- 1. the state machine ------------------------------------------------------------

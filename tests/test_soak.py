@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from pipeline import Pipeline, PipelineCancelled, PipelineReport, SafeQueue, StageError
-from tests.conftest import WAIT
+from tests.helpers import WAIT
 
 SOAK_SECONDS = 60.0
 

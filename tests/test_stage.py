@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,12 +14,14 @@ from pipeline._stage import BatchRunner
 from pipeline.stages import (
     AddStage,
     EachStage,
+    FileRecord,
     FilterStage,
     FlatMapStage,
     MapStage,
     MultiplyStage,
+    Verifier,
 )
-from tests.conftest import WAIT
+from tests.helpers import WAIT
 
 
 def _thread_name() -> str:
@@ -229,23 +232,39 @@ def test_workers_of_a_stage_run_process_concurrently() -> None:
     assert sorted(Pipeline[int]().add(Meet(), workers=3).run([1, 2, 3]).outputs) == [1, 2, 3]
 
 
-def test_a_single_worker_calls_process_one_item_at_a_time() -> None:
-    active = 0
-    peak = 0
-    lock = threading.Lock()
+class _Overlaps(PipelineStage[int]):
+    """Counts the calls of process() that began while another was still inside it."""
 
-    class Count(PipelineStage[int]):
-        def process(self, item: int) -> int:
-            nonlocal active, peak
-            with lock:
-                active += 1
-                peak = max(peak, active)
-            with lock:
-                active -= 1
+    def __init__(self) -> None:
+        super().__init__()
+        # Objects made here are shared by the workers' copies (an int counter
+        # would not be: `self.n += 1` on a copy counts into that copy).
+        self.inside = threading.Lock()
+        self.overlapped: list[int] = []
+
+    @property
+    def overlaps(self) -> int:
+        return len(self.overlapped)
+
+    def process(self, item: int) -> int:
+        if not self.inside.acquire(blocking=False):
+            self.overlapped.append(item)
             return item
+        try:
+            time.sleep(0.0002)  # held across a thread switch: another call would see it
+        finally:
+            self.inside.release()
+        return item
 
-    Pipeline[int]().add(Count()).run(range(500))
-    assert peak == 1
+
+def test_a_single_worker_calls_process_one_item_at_a_time() -> None:
+    alone = _Overlaps()
+    Pipeline[int]().add(alone).run(range(300))
+    assert alone.overlaps == 0
+    # The detector itself works: four workers do overlap.
+    crowd = _Overlaps()
+    Pipeline[int]().add(crowd, workers=4).run(range(300))
+    assert crowd.overlaps > 0
 
 
 def test_first_worker_uses_the_stage_itself_and_the_others_shallow_copies() -> None:
@@ -563,3 +582,33 @@ def test_a_filter_batch_of_one_item() -> None:
     assert _run_filter_batch(lambda x: x > 0, [5])[0] == [5]
     assert _run_filter_batch(lambda x: x > 0, [-5])[0] == []
     assert _run_filter_batch(_even_but_stop_on(5), [5])[2] == [5]
+
+
+def test_the_verifier_counts_every_file_with_several_workers() -> None:
+    files = [FileRecord(id=i, name=f"f{i}") for i in range(200)]
+    verifier = Verifier(expected=200, success_status="READY")
+    Pipeline[FileRecord]().each(lambda f: time.sleep(0.0005), workers=4).add(
+        verifier, workers=4
+    ).run(files)
+    report = verifier.report()
+    assert (report.processed, report.success, report.failed) == (200, 200, 0)
+
+
+def test_state_a_worker_assigns_is_its_own_copys() -> None:
+    # The per-worker copy the README describes: self.n counts one worker's items.
+    class Counts(PipelineStage[int]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+            self.all: list[int] = []  # created in __init__: shared by the copies
+
+        def process(self, item: int) -> int:
+            time.sleep(0.0005)
+            self.n += 1
+            self.all.append(item)
+            return item
+
+    stage = Counts()
+    Pipeline[int]().add(stage, workers=4).run(range(100))
+    assert len(stage.all) == 100
+    assert stage.n < 100

@@ -13,7 +13,7 @@ import pytest
 
 import pipeline
 import pipeline.stages
-from tests.conftest import WAIT
+from tests.helpers import WAIT
 
 # Each snippet is checked by one mypy run over all of them; errors are then
 # sorted by file. A "good" snippet must have none; a "bad" one must have an

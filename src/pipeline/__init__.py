@@ -22,6 +22,7 @@ from ._exceptions import PipelineTimeout as PipelineTimeout
 from ._exceptions import ProducerError as ProducerError
 from ._exceptions import ShutDown as ShutDown
 from ._exceptions import StageError as StageError
+from ._interrupt import INTERRUPT_GRACE as INTERRUPT_GRACE
 from ._pipeline import MAX_WORKERS as MAX_WORKERS
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import RunResult as RunResult
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MAXSIZE",
     "DEFAULT_QUEUE_BYTES",
+    "INTERRUPT_GRACE",
     "MAX_WORKERS",
     "MIN_DEFAULT_MAXSIZE",
     "DeadLetter",

@@ -122,11 +122,18 @@ def seconds(maximum: float = MAX_SECONDS) -> Callable[[str], float]:
 
 
 def program_name() -> str:
-    """How the program was started, for ``usage:`` lines."""
+    """How the program was started, for ``usage:`` lines.
+
+    ``threaded-pipeline`` (the installed command) and the repository's
+    ``run_*.py`` launchers go by their own names; anything else is
+    ``python -m pipeline``.
+    """
     started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if started_as in {"", "-c", "__main__.py"}:
-        return "python -m pipeline"
-    return started_as
+    if started_as == "threaded-pipeline" or (
+        started_as.startswith("run_") and started_as.endswith(".py")
+    ):
+        return started_as
+    return "python -m pipeline"
 
 
 def parse_args(

@@ -1,0 +1,493 @@
+"""Ctrl-C: in-process SIGINTs at chosen moments, and trials in subprocesses through pipes.
+
+The subprocess trials read the child's output through pipes, as a terminal
+would, and send SIGINT after a random delay; the default suite runs a few on
+this Python, ``-m slow`` runs many on every Python the machine has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from itertools import count
+from pathlib import Path
+
+import pytest
+
+from pipeline import INTERRUPT_GRACE, Pipeline, PipelineInterrupted, PipelineStage
+from tests.helpers import WAIT
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _sigint_main() -> None:
+    main = threading.main_thread().ident
+    assert main is not None
+    signal.pthread_kill(main, signal.SIGINT)
+
+
+def _new_threads(before: set[threading.Thread]) -> list[str]:
+    return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def default_sigint_handler() -> Iterator[None]:
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Gate:
+    """Lets a test hold a worker inside process() until it says so."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+
+class Held(PipelineStage[int]):
+    """Item 0 waits inside process() for the gate; every stop is counted."""
+
+    def __init__(self, gate: _Gate, *, seconds: float = WAIT, name: str = "held") -> None:
+        super().__init__(name=name)
+        self.gate = gate
+        self.seconds = seconds
+        self.stopped: list[str] = []
+
+    def process(self, item: int) -> int:
+        if item == 0:
+            self.gate.inside.set()
+            self.gate.release.wait(self.seconds)
+        return item
+
+    def on_stop(self) -> None:
+        self.stopped.append(threading.current_thread().name)
+
+
+# -- in process ------------------------------------------------------------------------
+
+
+def test_ctrl_c_inside_a_logging_call_of_the_loop_body_comes_out_of_next_not_logging() -> None:
+    # The main thread holds the logging handler's lock (Handler.handle takes
+    # it around emit) when SIGINT lands. The KeyboardInterrupt must not come
+    # out of the logging call: it comes out of the stream's next next().
+    entered, sent = threading.Event(), threading.Event()
+
+    class Gate(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            entered.set()
+            sent.wait(WAIT)
+
+    log = logging.getLogger("tests.interrupt.gate")
+    log.propagate = False
+    handler = Gate()
+    log.addHandler(handler)
+
+    def send() -> None:
+        if entered.wait(WAIT):
+            _sigint_main()
+        sent.set()
+
+    sender = threading.Thread(target=send, name="test-sender")
+    before = set(threading.enumerate()) | {sender}
+    sender.start()
+    logged_through: list[bool] = []
+
+    def consume() -> None:
+        with Pipeline[int]().map(abs, workers=2).stream(count()) as outputs:
+            for n, _ in enumerate(outputs):
+                if n == 5:
+                    log.warning("inside the loop body")
+                    logged_through.append(True)
+
+    try:
+        with pytest.raises(PipelineInterrupted) as caught:
+            consume()
+    finally:
+        sent.set()
+        sender.join(WAIT)
+        log.removeHandler(handler)
+    assert logged_through == [True], "the KeyboardInterrupt came out of the logging call"
+    assert handler.lock is not None
+    assert handler.lock.acquire(blocking=False)
+    handler.lock.release()
+    report = caught.value.report
+    assert report is not None
+    assert report.status == "interrupted"
+    assert report.balanced
+    assert _new_threads(before) == []
+
+
+def test_ctrl_c_during_run_cancels_joins_every_worker_and_raises_pipeline_interrupted() -> None:
+    gate = _Gate()
+    stage = Held(gate)
+
+    def send() -> None:
+        if gate.inside.wait(WAIT):
+            _sigint_main()
+
+    sender = threading.Thread(target=send, name="test-sender")
+    before = set(threading.enumerate()) | {sender}
+    sender.start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            # Item 0 is held until the SIGINT's cancellation lets it go on.
+            Pipeline[int]().add(stage, workers=3).each(lambda x: gate.release.set()).run(count())
+    finally:
+        gate.release.set()
+        sender.join(WAIT)
+    error = caught.value
+    assert isinstance(error, PipelineInterrupted)
+    assert error.report is not None
+    assert error.report.status == "interrupted"
+    assert error.report.balanced
+    assert error.left_running == ()
+    assert sorted(stage.stopped) == ["held-1", "held-2", "held-3"]
+    assert _new_threads(before) == []
+
+
+def test_a_second_ctrl_c_waits_for_items_that_end_within_the_grace() -> None:
+    gate = _Gate()
+    stage = Held(gate, seconds=0.5)  # item 0 ends by itself, after half a second
+
+    def send() -> None:
+        if gate.inside.wait(WAIT):
+            _sigint_main()
+            time.sleep(0.1)  # the second Ctrl-C comes while the run waits for item 0
+            _sigint_main()
+
+    sender = threading.Thread(target=send, name="test-sender")
+    before = set(threading.enumerate()) | {sender}
+    sender.start()
+    try:
+        with pytest.raises(PipelineInterrupted) as caught:
+            Pipeline[int]().add(stage, workers=3).run(count())
+    finally:
+        sender.join(WAIT)
+    assert caught.value.left_running == ()
+    assert sorted(stage.stopped) == ["held-1", "held-2", "held-3"]
+    assert _new_threads(before) == []
+
+
+def test_a_second_ctrl_c_leaves_a_worker_stuck_in_user_code_behind_and_names_it() -> None:
+    gate = _Gate()
+    stage = Held(gate, name="stuck")  # item 0 waits for the test to let it go
+
+    def send() -> None:
+        if gate.inside.wait(WAIT):
+            _sigint_main()
+            time.sleep(0.05)
+            _sigint_main()
+
+    sender = threading.Thread(target=send, name="test-sender")
+    before = set(threading.enumerate()) | {sender}
+    sender.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(PipelineInterrupted) as caught:
+            Pipeline[int]().add(stage).run(count())
+        took = time.monotonic() - started
+    finally:
+        sender.join(WAIT)
+        gate.release.set()
+    error = caught.value
+    assert error.left_running == ("stuck-1 (inside process())",)
+    assert any("stuck-1 (inside process())" in note for note in error.__notes__)
+    assert error.report is not None
+    assert error.report.left_running == error.left_running
+    assert error.report.balanced  # the held item counts as not processed
+    assert took < INTERRUPT_GRACE + 2.0
+    # The thread left behind ends as soon as the code it was stuck in returns.
+    for thread in threading.enumerate():
+        if thread.name == "stuck-1":
+            thread.join(WAIT)
+    assert _new_threads(before) == []
+    assert stage.stopped == ["stuck-1"]
+
+
+def test_a_second_ctrl_c_in_a_loop_body_that_does_not_come_back_raises_there() -> None:
+    in_body = threading.Event()
+
+    def send() -> None:
+        if in_body.wait(WAIT):
+            _sigint_main()
+            time.sleep(0.05)
+            _sigint_main()
+
+    sender = threading.Thread(target=send, name="test-sender")
+    before = set(threading.enumerate()) | {sender}
+    sender.start()
+    outputs = Pipeline[int]().map(abs, workers=2).stream(count())
+    interrupted_in_body = False
+    raised: BaseException | None = None
+    try:
+        with outputs:
+            for _ in outputs:
+                in_body.set()
+                try:
+                    time.sleep(WAIT)  # a body stuck in its own code
+                except KeyboardInterrupt:
+                    interrupted_in_body = True
+                    raise
+    except KeyboardInterrupt as error:
+        raised = error
+    finally:
+        sender.join(WAIT)
+    assert not isinstance(raised, PipelineInterrupted)  # Python's own, raised in the body
+    assert interrupted_in_body
+    assert outputs.report is not None
+    assert outputs.report.status == "interrupted"
+    assert outputs.report.balanced
+    assert _new_threads(before) == []
+
+
+@pytest.mark.parametrize(
+    "end",
+    ["run", "failed run", "exhausted stream", "closed stream", "unstarted stream"],
+)
+def test_the_default_handler_is_back_after_every_kind_of_end(end: str) -> None:
+    pipeline = Pipeline[int]().map(lambda x: 1 // x)
+    if end == "run":
+        pipeline.run([1, 2])
+    elif end == "failed run":
+        with pytest.raises(Exception, match="failed on item 0"):
+            pipeline.run([1, 0])
+    elif end == "exhausted stream":
+        assert list(pipeline.stream([1])) == [1]
+    elif end == "closed stream":
+        with pipeline.stream(count(1)) as outputs:
+            next(outputs)
+    else:
+        pipeline.stream([1]).close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # And the next run is protected again.
+    seen: list[object] = []
+    Pipeline[int]().each(lambda x: seen.append(signal.getsignal(signal.SIGINT))).run([1])
+    assert seen != [signal.default_int_handler]
+
+
+def test_a_programs_own_sigint_handler_is_left_alone() -> None:
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    signal.signal(signal.SIGINT, own)
+    seen: list[object] = []
+    Pipeline[int]().each(lambda x: seen.append(signal.getsignal(signal.SIGINT))).run([1, 2])
+    assert seen == [own, own]
+    assert signal.getsignal(signal.SIGINT) is own
+
+
+def test_a_run_in_another_thread_leaves_sigint_to_the_main_thread() -> None:
+    seen: list[object] = []
+    worker = threading.Thread(
+        target=lambda: Pipeline[int]().each(lambda x: seen.append(signal.getsignal(2))).run([1])
+    )
+    worker.start()
+    worker.join(WAIT)
+    assert seen == [signal.default_int_handler]
+
+
+# -- in subprocesses, output read through pipes --------------------------------------------
+
+
+def _pythons() -> list[tuple[str, list[str], dict[str, str]]]:
+    """(label, argv prefix, extra env) of every Python here: this one, and pyenv's others.
+
+    The others run the checkout's source (PYTHONPATH), without typing_extensions
+    unless they have it: the library runs without it.
+    """
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found: list[tuple[str, list[str], dict[str, str]]] = [(here, [sys.executable], {})]
+    versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if versions.is_dir() and shutil.which("pyenv"):
+        for minor in ("3.11", "3.12", "3.13"):
+            if minor == found[0][0]:
+                continue
+            patches = sorted(
+                (p.name for p in versions.iterdir() if p.name.startswith(minor + ".")),
+                key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()),
+            )
+            patches = [p for p in patches if p.replace(".", "").isdigit()]
+            if patches:
+                env = {"PYENV_VERSION": patches[-1], "PYTHONPATH": str(ROOT / "src")}
+                found.append((minor, [f"python{minor}"], env))
+    return found
+
+
+PYTHONS = _pythons()
+
+
+def _drain(stream: object, into: list[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        into.append(line)
+
+
+def interrupt(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    ready: str | None = None,
+    after: float = 0.0,
+    again: float | None = None,
+) -> tuple[int, float, str, str]:
+    """Run ``argv`` with its output through pipes; SIGINT once ``ready`` shows, ``after`` s later.
+
+    ``again``: a second SIGINT that many seconds after the first. Returns the
+    exit code, the seconds from the first SIGINT to the exit, stdout, stderr.
+    """
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    out: list[str] = []
+    err: list[str] = []
+    readers = [
+        threading.Thread(target=_drain, args=(process.stdout, out), name="test-stdout"),
+        threading.Thread(target=_drain, args=(process.stderr, err), name="test-stderr"),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        deadline = time.monotonic() + WAIT * 3
+        while ready is not None and not any(ready in line for line in out + err):
+            assert process.poll() is None, f"exited before {ready!r}: {''.join(out + err)}"
+            assert time.monotonic() < deadline, f"never printed {ready!r}"
+            time.sleep(0.01)
+        time.sleep(after)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        if again is not None:
+            time.sleep(again)
+            process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=WAIT)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
+        for reader in readers:
+            reader.join(WAIT)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    return code, took, "".join(out), "".join(err)
+
+
+LOGGING_SCRIPT = textwrap.dedent(
+    """
+    import itertools, logging, sys
+    from pipeline import Pipeline
+
+    logging.basicConfig(level=logging.INFO, format="%(threadName)s %(message)s")
+    log = logging.getLogger("script")
+
+    def work(x):
+        log.info("worker has %s", x)
+        return x
+
+    try:
+        for item in Pipeline().map(work, workers=3).stream(itertools.count()):
+            log.info("loop body has %s", item)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+    """
+)
+
+TWO_CTRL_C_SCRIPT = textwrap.dedent(
+    """
+    import itertools, sys, time
+    from pipeline import Pipeline, PipelineStage
+
+    class Second(PipelineStage):
+        def process(self, item):
+            print("started", flush=True)
+            time.sleep(1.0)
+            return item
+
+        def on_stop(self):
+            print("on_stop ran", flush=True)
+
+    try:
+        Pipeline().add(Second(), workers=3).run(itertools.count())
+    except KeyboardInterrupt as error:
+        print("left running:", list(error.left_running), flush=True)
+        sys.exit(130)
+    """
+)
+
+
+def _trials(python: tuple[str, list[str], dict[str, str]], trials: int) -> None:
+    label, prefix, env = python
+    rng = random.Random()
+    for trial in range(trials):
+        demo = [*prefix, "-m", "pipeline", "--items", "100000000"]
+        code, took, out, err = interrupt(demo, env=env, ready="Final output", after=rng.random())
+        where = f"Python {label}, demo trial {trial}"
+        assert code == 130, f"{where}: exit {code}\n{err[-2000:]}"
+        assert took < 2.0, f"{where}: {took:.2f} s to exit"
+        assert "interrupted (Ctrl-C)" in err, where
+        assert "Status: interrupted" in out, where
+        script = [*prefix, "-c", LOGGING_SCRIPT]
+        code, took, out, err = interrupt(script, env=env, ready="loop body", after=rng.random())
+        where = f"Python {label}, logging script trial {trial}"
+        assert code == 130, f"{where}: exit {code}\n{err[-2000:]}"
+        assert took < 2.0, f"{where}: {took:.2f} s to exit"
+        assert "interrupted" in out, where
+
+
+def test_ctrl_c_stops_the_demo_and_a_logging_script_within_two_seconds() -> None:
+    _trials(PYTHONS[0], 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("python", PYTHONS, ids=[p[0] for p in PYTHONS])
+@pytest.mark.timeout(900)
+def test_ctrl_c_stops_the_demo_and_a_logging_script_in_many_trials(
+    python: tuple[str, list[str], dict[str, str]],
+) -> None:
+    _trials(python, 25)
+
+
+@pytest.mark.parametrize("python", PYTHONS, ids=[p[0] for p in PYTHONS])
+def test_two_ctrl_c_let_items_of_a_second_end_run_on_stop_and_exit_130(
+    python: tuple[str, list[str], dict[str, str]],
+) -> None:
+    _, prefix, env = python
+    code, took, out, _ = interrupt(
+        [*prefix, "-c", TWO_CTRL_C_SCRIPT], env=env, ready="started", after=0.2, again=0.2
+    )
+    assert code == 130, out
+    assert out.count("on_stop ran") == 3, out
+    assert "left running: []" in out
+    assert took < 2.0
+
+
+@pytest.mark.parametrize("launcher", ["run_data_example.py", "run_custom_example.py"])
+def test_ctrl_c_in_an_example_exits_130_with_a_message_and_the_partial_report(
+    launcher: str,
+) -> None:
+    argv = [sys.executable, launcher]
+    argv += ["--files", "60"] if launcher == "run_data_example.py" else ["--documents", "10000000"]
+    code, _, out, err = interrupt(argv, ready="[INFO]", after=0.3)
+    assert code == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if "interrupted" in line] == [
+        "interrupted (Ctrl-C): the run was stopped; partial report below"
+    ]
+    assert "=== VERIFICATION REPORT ===" in out
