@@ -1,7 +1,7 @@
 """The baselines, written here as a user would write them without the library.
 
 - :func:`sequential`: a plain loop calling three plain functions per item.
-- :func:`queue_pipeline`: the seed tutorial's pipeline: ``queue.Queue``
+- :func:`queue_pipeline`: the tutorial's pipeline (queue.Queue, threads, one poison pill per consumer): ``queue.Queue``
   between stages, one item per queue operation, a dispatcher thread, N
   threads per stage, a collector thread, one poison pill per consumer, and a
   coordinator that joins stage by stage.
@@ -79,7 +79,7 @@ def sequential(source: Iterable[int]) -> list[int]:
     return out
 
 
-# -- the seed's hand-written pipeline -------------------------------------------
+# -- the tutorial's hand-written pipeline---------------------------------------
 
 
 class _Pill:
@@ -122,9 +122,9 @@ def _filterer(
 
 
 def queue_pipeline(source: Iterable[Any], stages: Sequence[HandStage]) -> list[Any]:
-    """Run ``source`` through ``stages`` the way the seed tutorial does; return the outputs.
+    """Run ``source`` through ``stages`` the way the classic tutorial does; return the outputs.
 
-    Output order follows completion order (as in the seed), which with one
+    Output order follows completion order (as in the tutorial), which with one
     worker per stage is input order.
     """
     queues: list[queue.Queue[Any]] = [queue.Queue(MAXSIZE) for _ in range(len(stages) + 1)]
@@ -173,7 +173,7 @@ def queue_pipeline(source: Iterable[Any], stages: Sequence[HandStage]) -> list[A
 
 
 def arithmetic_stages(workers: int) -> list[HandStage]:
-    """The seed's stages: double, add 10, keep even; ``workers`` threads each."""
+    """The demo's stages: double, add 10, keep even; ``workers`` threads each."""
     return [
         HandStage(double, workers),
         HandStage(add10, workers),

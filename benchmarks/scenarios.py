@@ -288,7 +288,7 @@ def safequeue(config: Config) -> ScenarioResult:
 
 
 def io_bound(config: Config) -> ScenarioResult:
-    """The seed's migration shape: sleeping stages of 3 and 2 workers, against the bound."""
+    """The file migration's shape: sleeping stages of 3 and 2 workers, against the bound."""
     n = 40 if config.quick else 400
     workers_a, workers_b = 3, 2
     rng = random.Random(20240601)
@@ -330,9 +330,9 @@ def io_bound(config: Config) -> ScenarioResult:
         return seconds
 
     unordered, ordered = "pipeline ordered=False", "pipeline ordered=True"
-    seed = "queue.Queue pipeline (seed)"
+    tutorial = "queue.Queue pipeline (tutorial)"
     samples = interleave(
-        {unordered: library(ordered=False), ordered: library(ordered=True), seed: hand},
+        {unordered: library(ordered=False), ordered: library(ordered=True), tutorial: hand},
         config.repeat,
     )
     makespan = {name: median(values) for name, values in samples.items()}
@@ -352,7 +352,7 @@ def io_bound(config: Config) -> ScenarioResult:
             "ratio = makespan / max over stages of (total sleep / workers)",
         ),
         vs(ordered, kind="floor", floor=1.10),
-        vs(seed),
+        vs(tutorial),
     ]
     return ScenarioResult(rows, samples)
 
@@ -479,7 +479,11 @@ def latency(config: Config) -> ScenarioResult:
             ms[base],
             ratio=paired_ratio(samples[lib], samples[base]),
             kind="floor",
-            floor=1.2,
+            # 1.3x, not the 1.2x of a private Condition protocol: the queue
+            # waits and notifies through the public Condition.wait() and
+            # notify() (a lost wake-up came with the private one), which
+            # costs about 0.1x here.
+            floor=1.3,
             higher_is_better=False,
         ),
     ]

@@ -46,7 +46,7 @@ class _DemoError(Exception):
 
 
 class _LoggedStage(PipelineStage[int]):
-    """Wrap a demo stage: log each item as the seed does, optionally slow down or fail."""
+    """Wrap a demo stage: log each item it processes, optionally slow down or fail."""
 
     def __init__(
         self,
