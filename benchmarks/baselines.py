@@ -1,7 +1,7 @@
 """The baselines, written here as a user would write them without the library.
 
 - :func:`sequential`: a plain loop calling three plain functions per item.
-- :func:`queue_pipeline`: the tutorial's pipeline (queue.Queue, threads, one poison pill per consumer): ``queue.Queue``
+- :func:`queue_pipeline`: the classic tutorial's pipeline: ``queue.Queue``
   between stages, one item per queue operation, a dispatcher thread, N
   threads per stage, a collector thread, one poison pill per consumer, and a
   coordinator that joins stage by stage.
