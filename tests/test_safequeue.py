@@ -1057,3 +1057,12 @@ def test_the_library_uses_no_private_threading_api_but_the_documented_waiter_loo
     lines = (source / "_safequeue.py").read_text(encoding="utf-8").splitlines()
     waiters = [t for t in lines if "._waiters" in t and "``" not in t]
     assert waiters == []  # read only through getattr in _waiter_list
+
+
+def test_shutdown_says_what_happened() -> None:
+    q = SafeQueue[int]()
+    q.shutdown()
+    with pytest.raises(ShutDown, match="put on a queue that is shut down"):
+        q.put(1)
+    with pytest.raises(ShutDown, match="get from a queue that is shut down and empty"):
+        q.get()

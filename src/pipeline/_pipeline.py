@@ -3,6 +3,11 @@
 The run itself (queues, threads, outcome, books) is :mod:`pipeline._run`;
 the source is read by :mod:`pipeline._source`; Ctrl-C is routed by
 :mod:`pipeline._interrupt`. This module starts no thread.
+
+Past 400 lines: the builder's six methods, each with its docstring and
+example, and ``run()``/``stream()``, whose skeletons differ (a stream yields,
+is closed, and can be closed from another thread); they are kept side by
+side so that a change to one is seen against the other.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ where ``created`` is the net number of items that fan-out (``flat_map``) and
 fan-in (``batch``) stages added; it is zero when every stage maps one item to
 at most one output. Since every term is counted on its own, ``balanced``
 is a real check: an item lost anywhere makes it false.
+
+Past 400 lines: the recorders (the write side, on the hot path) and the
+reports with their text form (the read side); the observability work makes
+the recorder one observer among others and gives it a module of its own.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ threads, named in the error and the report, and end when that code returns.
 The books: every item is counted where it stops (see :mod:`pipeline._report`).
 The runner only adds up what the recorders, the queues and the consumer
 counted; it derives nothing.
+
+Past 400 lines: threads, outcome and books belong to one object whose parts
+change together (a cancellation decides the outcome, ends the threads and
+fixes the books); the executors work moves executor and observer seams out.
 """
 
 from __future__ import annotations

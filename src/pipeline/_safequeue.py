@@ -7,6 +7,11 @@ Compared with ``queue.Queue`` it adds what pipelines need: producer handles
 whose last close ends the stream, batch ``put_many`` / ``get_many``, and cheap
 always-on statistics. The single-item methods keep ``queue.Queue``'s exact
 semantics (CPython 3.13's, ``shutdown()`` included) on every supported Python.
+
+Past 400 lines because it also hosts the runner's batch hand-off and the
+ordered hand-off (tickets, turns, parking) of multi-worker stages; the
+executors work moves ordering into the runner as a bounded window of
+in-flight results, which takes that part out of the queue.
 """
 
 from __future__ import annotations

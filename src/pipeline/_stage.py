@@ -7,6 +7,10 @@ User code is hostile: whatever it raises (``BaseException`` included), and
 whatever its results' ``__bool__`` or its exceptions' ``__repr__`` do, the
 worker reports it and goes on counting; it never dies of it.
 
+Past 400 lines because the ABC and the runner still share it: the executors
+work splits the runner into a pure ``process_batch`` (where a batch runs) and
+the worker loop (what happens to its outcome), each in its own module.
+
 Smart batching: a worker takes everything available from its input queue, up
 to a cap, in one lock acquisition, processes the batch, and hands the outputs
 on with one ``put_many``. Nothing waits for a batch to fill. The cap adapts to
