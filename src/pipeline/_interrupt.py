@@ -32,22 +32,42 @@ lock at that moment.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
 from typing import Protocol
 
-__all__ = ["INTERRUPT_GRACE", "Interruptible", "delivered", "guard", "release"]
+__all__ = ["INTERRUPT_GRACE", "Interruptible", "delivered", "guard", "in_library", "release"]
 
 INTERRUPT_GRACE = 2.0
 """Seconds a run still waits for its workers after a second Ctrl-C."""
 
 
+_LIBRARY = os.path.dirname(os.path.abspath(__file__))
+_STANDARD_LIBRARY = os.path.dirname(os.path.abspath(threading.__file__))
+
+
+def in_library(frame: FrameType | None) -> bool:
+    """Whether the main thread, at ``frame``, is inside this library's code.
+
+    The innermost frame that is not the standard library's decides: the
+    library waits inside ``threading``, and user code calls ``logging`` or
+    ``time``, so those frames say nothing. Read from the stack when a signal
+    comes, so the hot path writes nothing for it.
+    """
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.startswith(_LIBRARY):
+            return True
+        if not path.startswith(_STANDARD_LIBRARY):
+            return False
+        frame = frame.f_back
+    return False
+
+
 class Interruptible(Protocol):
     """What the handler needs from a run."""
-
-    in_library: bool
-    """Whether the main thread is inside the library for this run now."""
 
     def interrupted(self) -> bool:
         """Count one SIGINT; return whether it is not the first. Takes no lock."""
@@ -99,7 +119,7 @@ class _Router:
         repeated = False
         for run in runs:
             repeated = run.interrupted() or repeated
-        if repeated and not any(run.in_library for run in runs):
+        if repeated and not in_library(frame):
             # A second Ctrl-C while the main thread runs user code (the body
             # of a loop over a stream that did not come back): interrupt it.
             self.pending = False

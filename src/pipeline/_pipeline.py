@@ -574,8 +574,7 @@ class Pipeline(Generic[In, Out]):
         return stream
 
     def _iterate(self, run: Run, timeout: float | None, state: _StreamState) -> Iterator[Out]:
-        # The stream's generator. `in_library` tells the SIGINT handler
-        # whether the consumer's thread is in here or in the loop's body.
+        # The stream's generator.
         state.started = True
         guarded = _interrupt.guard(run)
         try:
@@ -587,13 +586,11 @@ class Pipeline(Generic[In, Out]):
                 run.start()
                 take = run.next_outputs
                 while batch := take(deadline):
-                    run.in_library = False
                     if len(batch) == 1:
                         # A lone item, as when a caller talks to the pipeline
                         # one item at a time: no iterator to delegate to.
                         run.delivered += 1
                         yield batch[0]
-                        run.in_library = True
                         continue
                     run.delivered += len(batch)
                     items = iter(batch)
@@ -604,14 +601,11 @@ class Pipeline(Generic[In, Out]):
                         run.delivered -= left
                         run.undelivered += left
                         raise
-                    run.in_library = True
             except GeneratorExit:
-                run.in_library = True
                 closing = True
                 run.cancel("closed", PipelineCancelled("the stream was closed"))
                 raise
             except BaseException as exc:
-                run.in_library = True
                 run.cancel(_status_of(exc), exc)
                 raise
             finally:

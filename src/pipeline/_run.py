@@ -155,7 +155,6 @@ class Run:
         self._stopping = threading.Event()
         # Ctrl-C (see _interrupt): written by the signal handler in the main
         # thread, which takes no lock; read by the same thread.
-        self.in_library = True
         self.interrupts = 0
         self.give_up_at: float | None = None
         self._canceller: threading.Lock | None = None
