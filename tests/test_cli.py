@@ -204,15 +204,15 @@ def test_main_leaves_the_pipeline_logger_as_it_found_it(capsys: pytest.CaptureFi
 # -- subprocess smoke tests ------------------------------------------------------------
 
 
-def test_python_m_pipeline_smoke() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--items", "3"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        check=False,
-        cwd=ROOT,
+def _subprocess(argv: list[str], *, timeout: float = WAIT * 3) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` from the checkout's root; capture its output as text."""
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT
     )
+
+
+def test_python_m_pipeline_smoke() -> None:
+    done = _subprocess([sys.executable, "-m", "pipeline", "--items", "3"])
     assert done.returncode == 0, done.stderr
     assert "=== VERIFICATION REPORT ===" in done.stdout
     assert "Expected: 3" in done.stdout
@@ -222,14 +222,7 @@ def test_python_m_pipeline_smoke() -> None:
 
 def test_run_pipeline_script_smoke() -> None:
     script = ROOT / "run_pipeline.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--items", "3"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        check=False,
-        cwd=ROOT,
-    )
+    done = _subprocess([sys.executable, str(script), "--items", "3"])
     assert done.returncode == 0, done.stderr
     assert "=== VERIFICATION REPORT ===" in done.stdout
     assert "Expected: 3" in done.stdout
@@ -300,9 +293,7 @@ def test_timeout_zero_times_out_at_once_with_no_output(capsys: pytest.CaptureFix
 
 def test_the_installed_command_names_itself_in_its_usage() -> None:
     command = Path(sys.executable).with_name("threaded-pipeline")
-    done = subprocess.run(
-        [str(command), "--help"], capture_output=True, text=True, timeout=WAIT, check=False
-    )
+    done = _subprocess([str(command), "--help"], timeout=WAIT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: threaded-pipeline ")
 
@@ -320,14 +311,7 @@ def test_the_installed_command_names_itself_in_its_usage() -> None:
 def test_the_examples_refuse_bad_values_naming_the_option(
     launcher: str, argv: list[str], message: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, launcher, *argv],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        check=False,
-        cwd=ROOT,
-    )
+    done = _subprocess([sys.executable, launcher, *argv])
     assert done.returncode == 2
     assert message in done.stderr
     assert f"usage: {launcher}" in done.stderr
@@ -354,13 +338,6 @@ def test_the_launchers_run_from_a_checkout_without_typing_extensions(
 ) -> None:
     # -S: no site-packages, so neither the installed library nor
     # typing_extensions is there; the launcher finds the checkout's source.
-    done = subprocess.run(
-        [sys.executable, "-S", "-c", WITHOUT_TYPING_EXTENSIONS, launcher, *argv],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        check=False,
-        cwd=ROOT,
-    )
+    done = _subprocess([sys.executable, "-S", "-c", WITHOUT_TYPING_EXTENSIONS, launcher, *argv])
     assert done.returncode == 0, done.stderr
     assert "=== VERIFICATION REPORT ===" in done.stdout

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
+import pipeline
 from pipeline import INTERRUPT_GRACE, Pipeline, PipelineInterrupted, PipelineStage
-from tests.helpers import WAIT
+from tests.helpers import WAIT, Join
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,19 @@ def _sigint_main() -> None:
     main = threading.main_thread().ident
     assert main is not None
     signal.pthread_kill(main, signal.SIGINT)
+
+
+def _sender(ready: threading.Event, *, again: float | None = None) -> threading.Thread:
+    """A thread (not started) that sends SIGINT once ``ready`` is set, and ``again`` s later."""
+
+    def send() -> None:
+        if ready.wait(WAIT):
+            _sigint_main()
+            if again is not None:
+                time.sleep(again)
+                _sigint_main()
+
+    return threading.Thread(target=send, name="test-sender")
 
 
 def _new_threads(before: set[threading.Thread]) -> list[str]:
@@ -133,11 +147,7 @@ def test_ctrl_c_during_run_cancels_joins_every_worker_and_raises_pipeline_interr
     gate = _Gate()
     stage = Held(gate)
 
-    def send() -> None:
-        if gate.inside.wait(WAIT):
-            _sigint_main()
-
-    sender = threading.Thread(target=send, name="test-sender")
+    sender = _sender(gate.inside)
     before = set(threading.enumerate()) | {sender}
     sender.start()
     try:
@@ -161,13 +171,7 @@ def test_a_second_ctrl_c_waits_for_items_that_end_within_the_grace() -> None:
     gate = _Gate()
     stage = Held(gate, seconds=0.5)  # item 0 ends by itself, after half a second
 
-    def send() -> None:
-        if gate.inside.wait(WAIT):
-            _sigint_main()
-            time.sleep(0.1)  # the second Ctrl-C comes while the run waits for item 0
-            _sigint_main()
-
-    sender = threading.Thread(target=send, name="test-sender")
+    sender = _sender(gate.inside, again=0.1)  # the second comes while the run waits for item 0
     before = set(threading.enumerate()) | {sender}
     sender.start()
     try:
@@ -184,13 +188,7 @@ def test_a_second_ctrl_c_leaves_a_worker_stuck_in_user_code_behind_and_names_it(
     gate = _Gate()
     stage = Held(gate, name="stuck")  # item 0 waits for the test to let it go
 
-    def send() -> None:
-        if gate.inside.wait(WAIT):
-            _sigint_main()
-            time.sleep(0.05)
-            _sigint_main()
-
-    sender = threading.Thread(target=send, name="test-sender")
+    sender = _sender(gate.inside, again=0.05)
     before = set(threading.enumerate()) | {sender}
     sender.start()
     started = time.monotonic()
@@ -219,13 +217,7 @@ def test_a_second_ctrl_c_leaves_a_worker_stuck_in_user_code_behind_and_names_it(
 def test_a_second_ctrl_c_in_a_loop_body_that_does_not_come_back_raises_there() -> None:
     in_body = threading.Event()
 
-    def send() -> None:
-        if in_body.wait(WAIT):
-            _sigint_main()
-            time.sleep(0.05)
-            _sigint_main()
-
-    sender = threading.Thread(target=send, name="test-sender")
+    sender = _sender(in_body, again=0.05)
     before = set(threading.enumerate()) | {sender}
     sender.start()
     outputs = Pipeline[int]().map(abs, workers=2).stream(count())
@@ -296,6 +288,137 @@ def test_a_run_in_another_thread_leaves_sigint_to_the_main_thread() -> None:
     worker.start()
     worker.join(WAIT)
     assert seen == [signal.default_int_handler]
+
+
+# -- SIGINT while the main thread waits in the library, found by its stack ----------------
+
+
+LIBRARY = Path(pipeline.__file__).resolve().parent
+
+
+def _main_thread_waits_in_the_library() -> bool:
+    """Whether the main thread is inside the library, past starting threads.
+
+    That is: it is blocked in ``run()`` or in a stream's ``next()`` waiting
+    for outputs, not running test code and not in ``Thread.start()``.
+    """
+    main = threading.main_thread().ident
+    frame = sys._current_frames().get(main) if main is not None else None
+    in_library = False
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.name == "threading.py" and frame.f_code.co_name == "start":
+            return False
+        in_library = in_library or LIBRARY in path.parents
+        frame = frame.f_back
+    return in_library
+
+
+def _interrupt_once_main_waits(ready: threading.Event, names: set[str]) -> None:
+    """After ``ready``, once the threads ``names`` run and main waits on them, Ctrl-C."""
+    assert ready.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while not (
+        names <= {t.name for t in threading.enumerate()} and _main_thread_waits_in_the_library()
+    ):
+        assert time.monotonic() < deadline, "the main thread never waited in the library"
+        time.sleep(0.001)
+    _sigint_main()
+
+
+def test_ctrl_c_during_run_cancels_joins_and_reraises() -> None:
+    flowing = threading.Event()
+    pipeline = Pipeline[int]().each(lambda x: flowing.set(), name="watch").map(abs, workers=2)
+    names = {"pipeline-source", "watch-1", "abs-1", "abs-2"}
+    sender = Join(lambda: _interrupt_once_main_waits(flowing, names))
+    before = set(threading.enumerate()) | {sender.thread}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(count())
+        assert _new_threads(before) == []
+    finally:
+        flowing.set()
+        sender.join()
+
+
+def test_ctrl_c_while_run_starts_its_threads_still_joins_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-C can land while Thread.start() waits for the new thread to come
+    # up: the thread then runs, though start() raised. Simulate exactly that,
+    # with the new thread busy on an item, which the run must wait for.
+    holding = threading.Event()
+
+    def work(x: int) -> int:
+        if threading.current_thread().name == "work-2":
+            holding.set()
+            time.sleep(0.1)  # simulated I/O
+        return x
+
+    start = threading.Thread.start
+
+    def start_then_interrupt(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name == "work-2":
+            assert holding.wait(WAIT)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    before = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline[int]().map(work, workers=3).run(count())
+    monkeypatch.undo()
+    assert _new_threads(before) == []
+
+
+def test_ctrl_c_during_stream_marks_the_report_interrupted() -> None:
+    all_received = threading.Event()
+    # Items 50 and up are filtered out: once the consumer has the first 50,
+    # it can only be waiting inside the stream's next().
+    names = {"pipeline-source", "<lambda>-1", "<lambda>-2"}
+
+    before = set(threading.enumerate())
+    outputs = Pipeline[int]().filter(lambda x: x < 50, workers=2).stream(count())
+    received: list[int] = []
+    sender = Join(lambda: _interrupt_once_main_waits(all_received, names))
+    try:
+        for item in outputs:
+            received.append(item)
+            if item == 49:
+                all_received.set()
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("the stream ended without KeyboardInterrupt")
+    finally:
+        all_received.set()
+        sender.join()
+    assert _new_threads(before) == []
+    assert received == list(range(50))
+    report = outputs.report
+    assert report is not None
+    assert report.status == "interrupted"
+    assert report.balanced
+    assert report.outputs == 50
+
+
+def _consume_until_ten_then_interrupt(outputs: Iterator[int]) -> None:
+    for item in outputs:
+        if item == 10:
+            raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_in_the_consumer_closes_the_stream_and_its_threads() -> None:
+    before = set(threading.enumerate())
+    with (
+        pytest.raises(KeyboardInterrupt),
+        Pipeline[int]().map(lambda x: x, workers=2).stream(count()) as outputs,
+    ):
+        _consume_until_ten_then_interrupt(outputs)
+    assert _new_threads(before) == []
+    assert outputs.report is not None
+    assert outputs.report.status == "closed"
+    assert outputs.report.balanced
 
 
 # -- in subprocesses, output read through pipes --------------------------------------------
@@ -475,6 +598,7 @@ def test_two_ctrl_c_let_items_of_a_second_end_run_on_stop_and_exit_130(
     assert code == 130, out
     assert out.count("on_stop ran") == 3, out
     assert "left running: []" in out
+    assert out.rindex("on_stop ran") < out.index("left running")  # raised once all stopped
     assert took < 2.0
 
 

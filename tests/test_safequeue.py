@@ -942,20 +942,25 @@ class _Injected(Exception):
     """Raised inside put() by a trace function, as a signal handler's exception could be."""
 
 
-def _traced_lines_of_a_waking_put() -> int:
-    """How many lines of the notify protocol a put that wakes a getter runs."""
-    q, getter, _ = _blocked_getter()
-    count = 0
+def _put_traced(q: SafeQueue[int], inject_at: int | None = None) -> int:
+    """``q.put(1)``, counting the lines of the notify protocol it runs.
+
+    With ``inject_at``, raise :class:`_Injected` at that line (1-based)
+    instead, as a signal handler's exception could; return the lines run.
+    """
+    seen = 0
 
     def tracer(frame: Any, event: str, arg: object) -> Any:
-        nonlocal count
         if not _library_frame(frame):
             return None
 
         def local(frame: Any, event: str, arg: object) -> Any:
-            nonlocal count
+            nonlocal seen
             if event == "line":
-                count += 1
+                seen += 1
+                if seen == inject_at:
+                    sys.settrace(None)
+                    raise _Injected
             return local
 
         return local
@@ -963,10 +968,11 @@ def _traced_lines_of_a_waking_put() -> int:
     sys.settrace(tracer)
     try:
         q.put(1)
+    except _Injected:
+        pass
     finally:
         sys.settrace(None)
-    getter.join(WAIT)
-    return count
+    return seen
 
 
 def _library_frame(frame: Any) -> bool:
@@ -995,34 +1001,13 @@ def test_an_exception_at_any_line_of_a_waking_put_loses_no_wake_up() -> None:
     # raise there once: a later put, or an immediate shutdown, must still wake
     # the blocked getter. (A notify that removes a waiter before releasing it,
     # as the queue's own did and CPython's did before gh-92530, fails.)
-    total = _traced_lines_of_a_waking_put()
+    q, getter, _ = _blocked_getter()
+    total = _put_traced(q)
+    getter.join(WAIT)
     assert total > 5
     for target in range(1, total + 1):
         q, getter, got = _blocked_getter()
-        seen = 0
-
-        def tracer(frame: Any, event: str, arg: object, target: int = target) -> Any:
-            if not _library_frame(frame):
-                return None
-
-            def local(frame: Any, event: str, arg: object) -> Any:
-                nonlocal seen
-                if event == "line":
-                    seen += 1
-                    if seen == target:
-                        sys.settrace(None)
-                        raise _Injected
-                return local
-
-            return local
-
-        sys.settrace(tracer)
-        try:
-            q.put(1)
-        except _Injected:
-            pass
-        finally:
-            sys.settrace(None)
+        _put_traced(q, inject_at=target)
         try:
             q.put(2)
         except ShutDown:
