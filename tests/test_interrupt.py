@@ -36,15 +36,30 @@ def _sigint_main() -> None:
     signal.pthread_kill(main, signal.SIGINT)
 
 
-def _sender(ready: threading.Event, *, again: float | None = None) -> threading.Thread:
-    """A thread (not started) that sends SIGINT once ``ready`` is set, and ``again`` s later."""
+def _sender(
+    ready: threading.Event,
+    *,
+    again: float | None = None,
+    pipeline: Pipeline[int, int] | None = None,
+) -> threading.Thread:
+    """A thread (not started) that sends SIGINT once ``ready`` is set, and ``again`` s later.
+
+    The second goes only once ``pipeline``'s run has counted the first: two
+    signals that arrive before the main thread runs a handler are one signal.
+    """
 
     def send() -> None:
-        if ready.wait(WAIT):
-            _sigint_main()
-            if again is not None:
-                time.sleep(again)
-                _sigint_main()
+        if not ready.wait(WAIT):
+            return
+        _sigint_main()
+        if again is None or pipeline is None:
+            return
+        deadline = time.monotonic() + WAIT
+        while not any(run.interrupts for run in list(pipeline._runs)):
+            assert time.monotonic() < deadline, "the first SIGINT was never counted"
+            time.sleep(0.001)
+        time.sleep(again)
+        _sigint_main()
 
     return threading.Thread(target=send, name="test-sender")
 
@@ -171,12 +186,13 @@ def test_a_second_ctrl_c_waits_for_items_that_end_within_the_grace() -> None:
     gate = _Gate()
     stage = Held(gate, seconds=0.5)  # item 0 ends by itself, after half a second
 
-    sender = _sender(gate.inside, again=0.1)  # the second comes while the run waits for item 0
+    pipeline = Pipeline[int]().add(stage, workers=3)
+    sender = _sender(gate.inside, again=0.1, pipeline=pipeline)  # while the run waits for item 0
     before = set(threading.enumerate()) | {sender}
     sender.start()
     try:
         with pytest.raises(PipelineInterrupted) as caught:
-            Pipeline[int]().add(stage, workers=3).run(count())
+            pipeline.run(count())
     finally:
         sender.join(WAIT)
     assert caught.value.left_running == ()
@@ -188,13 +204,14 @@ def test_a_second_ctrl_c_leaves_a_worker_stuck_in_user_code_behind_and_names_it(
     gate = _Gate()
     stage = Held(gate, name="stuck")  # item 0 waits for the test to let it go
 
-    sender = _sender(gate.inside, again=0.05)
+    pipeline = Pipeline[int]().add(stage)
+    sender = _sender(gate.inside, again=0.05, pipeline=pipeline)
     before = set(threading.enumerate()) | {sender}
     sender.start()
     started = time.monotonic()
     try:
         with pytest.raises(PipelineInterrupted) as caught:
-            Pipeline[int]().add(stage).run(count())
+            pipeline.run(count())
         took = time.monotonic() - started
     finally:
         sender.join(WAIT)
@@ -217,10 +234,11 @@ def test_a_second_ctrl_c_leaves_a_worker_stuck_in_user_code_behind_and_names_it(
 def test_a_second_ctrl_c_in_a_loop_body_that_does_not_come_back_raises_there() -> None:
     in_body = threading.Event()
 
-    sender = _sender(in_body, again=0.05)
+    pipeline = Pipeline[int]().map(abs, workers=2)
+    sender = _sender(in_body, again=0.05, pipeline=pipeline)
     before = set(threading.enumerate()) | {sender}
     sender.start()
-    outputs = Pipeline[int]().map(abs, workers=2).stream(count())
+    outputs = pipeline.stream(count())
     interrupted_in_body = False
     raised: BaseException | None = None
     try:
