@@ -37,7 +37,6 @@ import copy
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 from time import monotonic, perf_counter
 from typing import Any
 
@@ -408,8 +407,12 @@ class Run:
         """Build the report from what was counted; exact once :meth:`join` has returned."""
         direct = isinstance(self.source, SafeQueue)
         if direct:
-            taken = [r.taken for r in chain.from_iterable(self.recorders[:1])]
-            read = sum(taken) if self.specs else self.delivered + self.undelivered
+            # What the first stage took from the queue source (with no stage,
+            # what the consumer took from it).
+            if self.specs:
+                read = sum(r.taken for r in self.recorders[0])
+            else:
+                read = self.delivered + self.undelivered
         else:
             read = self.reader.read if self.reader is not None else 0
         stages: list[StageReport] = []

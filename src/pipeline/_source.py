@@ -21,7 +21,7 @@ from typing import Any
 
 from ._exceptions import ShutDown, StageError
 from ._safequeue import SafeQueue
-from ._stage import MAX_BATCH, Supervisor, next_batch_cap
+from ._stage import Supervisor, next_batch_cap
 
 __all__ = ["SourceReader", "feed", "is_in_memory"]
 
@@ -105,7 +105,7 @@ def feed(
         try:
             while not supervisor.cancelled:
                 started = perf_counter_ns()
-                chunk = reader._get_batch(min(cap, MAX_BATCH))
+                chunk = reader._get_batch(cap)  # the reader caps it at its maxsize
                 queue._put_batch(chunk)
                 cap = next_batch_cap(perf_counter_ns() - started, len(chunk))
         except ShutDown:
