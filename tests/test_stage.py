@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pipeline import Pipeline, PipelineCancelled, PipelineStage, StageError
+from pipeline._executors import ThreadWorker
 from pipeline._report import StageRecorder
-from pipeline._stage import BatchRunner
+from pipeline._worker import BatchRunner
 from pipeline.stages import (
     AddStage,
     EachStage,
@@ -537,7 +538,10 @@ def _run_filter_batch(
     [spec] = Pipeline[int]().filter(predicate, name="f", on_error="skip")._specs
     handed_on: list[int] = []
     recorder = StageRecorder()
-    runner = BatchRunner(spec, spec.stage, recorder, _Supervisor(), handed_on.extend)
+    handle = ThreadWorker(spec.stage)
+    runner = BatchRunner(
+        spec, handle.process, recorder, _Supervisor(), handed_on.extend, handle.batch_target_ns
+    )
     recorder.taken = recorder.in_hand = len(batch)  # as the worker loop counts a batch it takes
     runner.run(batch)
     assert recorder.in_hand == 0

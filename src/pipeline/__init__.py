@@ -22,6 +22,7 @@ from ._exceptions import PipelineTimeout as PipelineTimeout
 from ._exceptions import ProducerError as ProducerError
 from ._exceptions import ShutDown as ShutDown
 from ._exceptions import StageError as StageError
+from ._exceptions import WorkerDied as WorkerDied
 from ._interrupt import INTERRUPT_GRACE as INTERRUPT_GRACE
 from ._pipeline import MAX_WORKERS as MAX_WORKERS
 from ._pipeline import Pipeline as Pipeline
@@ -76,4 +77,5 @@ __all__ = [
     "StageOptions",
     "StageReport",
     "Stream",
+    "WorkerDied",
 ]

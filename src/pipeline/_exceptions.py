@@ -9,6 +9,7 @@ The tree::
      │         ├── ProducerError       producer handles misused (late registration, put after close)
      │         ├── PipelineStateError  a pipeline used in a state that forbids it
      │         ├── StageError          a stage, a hook or the source raised (fail-fast)
+     │         ├── WorkerDied          a stage's worker process died (an item's error)
      │         └── PipelineCancelled   a run ended by cancel() or by its timeout
      │              └── PipelineTimeout   run(timeout=...) elapsed (also a TimeoutError)
      └── KeyboardInterrupt
@@ -48,6 +49,7 @@ __all__ = [
     "ProducerError",
     "ShutDown",
     "StageError",
+    "WorkerDied",
 ]
 
 if sys.version_info >= (3, 13):
@@ -189,6 +191,19 @@ class StageError(PipelineError):
             message = f"stage {stage!r} failed in {where}(): {reason}"
         super().__init__(message)
         self.__cause__ = cause
+
+
+class WorkerDied(PipelineError):  # noqa: N818 (reads as what happened)
+    """A worker process of an ``executor="process"`` stage died.
+
+    It exited (``os._exit``), was killed by a signal (the OOM killer, a
+    segfault in an extension), or could not start. The item it was
+    processing gets this error under the stage's policy: fail-fast raises a
+    :class:`StageError` with it as ``__cause__``, ``on_error="skip"`` makes
+    the item a dead letter, and a :class:`~pipeline.Retry` tries it again in
+    a fresh process. The other items of the batch are processed again, in a
+    fresh process, one at a time.
+    """
 
 
 class PipelineCancelled(PipelineError):  # noqa: N818 (reads as the state it reports)

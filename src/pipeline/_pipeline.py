@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from difflib import get_close_matches
 from operator import length_hint
@@ -26,6 +27,7 @@ from . import _interrupt
 from ._compat import RUNTIME_DEFAULTS, fill_defaults
 from ._compat import TypeVar as DefaultTypeVar
 from ._exceptions import PipelineCancelled, PipelineStateError
+from ._executors import check_executor
 from ._policy import OnError, Retry, check_on_error
 from ._report import PipelineReport, RunStatus
 from ._run import DEFAULT_MAXSIZE, DEFAULT_QUEUE_BYTES, MIN_DEFAULT_MAXSIZE, Run
@@ -79,6 +81,11 @@ class StageOptions(TypedDict, total=False):
             size of the first item, see :data:`DEFAULT_QUEUE_BYTES`).
         on_error: ``"raise"`` (fail-fast, default) or ``"skip"`` (dead letter).
         retry: a :class:`~pipeline.Retry` policy applied before ``on_error``.
+        executor: where ``process()`` runs: ``"thread"`` (default: in the
+            stage's worker threads), ``"process"`` (each worker in a process
+            of its own, for CPU-bound pure-Python stages; the stage and its
+            function must pickle) or a ``concurrent.futures.Executor``
+            (``workers`` batches in flight in it; no ``on_start``/``on_stop``).
     """
 
     workers: int
@@ -87,6 +94,7 @@ class StageOptions(TypedDict, total=False):
     maxsize: int | None
     on_error: OnError
     retry: Retry | None
+    executor: str | Executor
 
 
 _STAGE_OPTIONS = tuple(StageOptions.__annotations__)
@@ -399,6 +407,7 @@ class Pipeline(Generic[In, Out]):
                 f"got 'workers'={workers}"
             )
         kind, _ = kind_of(stage)
+        executor = check_executor(options.get("executor", "thread"), stage, base)
         self._specs.append(
             StageSpec(
                 stage=stage,
@@ -409,6 +418,7 @@ class Pipeline(Generic[In, Out]):
                 on_error=on_error,
                 retry=retry,
                 kind=kind,
+                executor=executor,
             )
         )
 

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import monotonic, perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _interrupt
 from ._exceptions import (
@@ -50,10 +50,15 @@ from ._exceptions import (
     StageError,
     _short_str,
 )
+from ._executors import worker_handle
 from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
 from ._safequeue import Empty, Producer, SafeQueue
 from ._source import SourceReader, feed
-from ._stage import MAX_BATCH, Inbox, StageKind, StageSpec, WorkerState, run_worker
+from ._stage import MAX_BATCH, Inbox, StageKind, StageSpec, WorkerState
+from ._worker import run_worker
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
 
 __all__ = ["DEFAULT_MAXSIZE", "DEFAULT_QUEUE_BYTES", "MIN_DEFAULT_MAXSIZE", "SOURCE_GRACE", "Run"]
 
@@ -135,6 +140,9 @@ class Run:
         self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
         self.reader: SourceReader | None = None
         self.threads: list[_Thread] = []
+        # Every worker process of a process stage, as it is started: the run
+        # ends any that is still there once its threads are joined.
+        self.processes: list[BaseProcess] = []
         self.claimed = False
         self.delivered = 0  # outputs handed to the caller; written by the consumer only
         self.undelivered = 0  # outputs the consumer took but did not hand out
@@ -254,6 +262,16 @@ class Run:
         self.started = perf_counter()  # a stream starts at its first next()
         copies: list[list[Any]] = []
         for spec in self.specs:
+            if spec.executor == "process":
+                # Each worker process unpickles its own copy.
+                from ._process import dumps_stage  # noqa: PLC0415 (multiprocessing on demand)
+
+                try:
+                    copies.append([dumps_stage(spec.stage, spec.name)] * spec.workers)
+                except BaseException as exc:  # noqa: BLE001 (user code: __reduce__)
+                    self.fail(StageError(spec.name, exc, where="copy"))
+                    return
+                continue
             stages = [spec.stage]
             for _ in range(1, spec.workers):
                 try:
@@ -312,7 +330,7 @@ class Run:
                 state = WorkerState()
                 args = (
                     spec,
-                    stage,
+                    worker_handle(spec, stage, self, number, self.processes),
                     first_inbox if index == 0 else self.queues[index],
                     self.queues[index + 1].producer(),
                     self,
@@ -337,6 +355,11 @@ class Run:
             self._canceller.release()
         if self.claimed and isinstance(self.source, SafeQueue):
             self.source._release_tickets(self)
+        if self.processes:
+            from ._process import end_process  # noqa: PLC0415 (imported by then)
+
+            for child in self.processes:
+                end_process(child)  # left by a worker thread the run stopped waiting for
         self.elapsed = perf_counter() - self.started
 
     def _join(self, record: _Thread) -> None:

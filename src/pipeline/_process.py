@@ -1,0 +1,353 @@
+"""Worker processes for ``executor="process"``: the only module that starts and ends processes.
+
+Each worker of a process stage is a thread of the pipeline that drives one
+child process through a pipe (a :class:`ProcessWorker`). The child receives
+the stage pickled, runs ``on_start`` once, then processes the batches it is
+sent with :func:`~pipeline._batch.process_batch` and sends each outcome back;
+told to stop, it runs ``on_stop`` and exits. The worker thread applies the
+outcomes (error policy, books, hand-off) as for any executor.
+
+Start method: ``forkserver`` where the platform has it, else ``spawn``;
+never ``fork`` from a process that runs threads, which can deadlock the
+child. The fork server is started once per program, with this package
+preloaded, so a run's children start in milliseconds after the first.
+
+Stages are pickled with cloudpickle when it is installed (lambdas and local
+functions then travel too), else with :mod:`pickle`. Items and outputs
+travel with :mod:`pickle`.
+
+What can go wrong, and what happens:
+
+- an exception in ``process()``: it comes back as the original type with
+  its arguments, and the child's traceback as a note; the policy applies.
+  An exception that does not survive pickling comes back as a
+  ``RuntimeError`` naming its type and message.
+- the child dies (``os._exit``, a signal, the OOM killer): the batch is
+  processed again one item at a time in a fresh child, so the item that
+  kills it is found; that item's error is :class:`~pipeline.WorkerDied`,
+  under the stage's policy (``Retry`` tries it in a fresh process). Items of
+  the batch that had finished before the death are processed again.
+- an item or an output that does not pickle: a ``TypeError`` for that item.
+- a cancellation (an error elsewhere, ``cancel()``, a timeout, Ctrl-C): a
+  child busy with a batch is terminated (the batch is not processed, and
+  that child runs no ``on_stop``); idle children run ``on_stop`` and exit.
+  Children ignore SIGINT: a Ctrl-C in a terminal reaches the whole process
+  group, and the pipeline, not each child, decides what it means.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import pickle
+import signal
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from ._batch import BatchAbandoned, BatchOutcome, process_batch
+from ._exceptions import WorkerDied, _short_str, _type_name
+from ._executors import REMOTE_BATCH_TARGET_SECONDS, _failed, _one_by_one
+from ._stage import PipelineStage, Supervisor, kind_of
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import ForkServerContext, SpawnContext
+    from multiprocessing.process import BaseProcess
+
+__all__ = ["ProcessWorker", "dumps_stage", "end_process"]
+
+_POLL = 0.05  # how often a worker waiting on its child looks for a death or a cancellation
+_END_GRACE = 1.0  # seconds a terminated child gets before it is killed
+
+_context: ForkServerContext | SpawnContext | None = None
+
+
+def _get_context() -> ForkServerContext | SpawnContext:
+    # One fork server per program, made on first use.
+    global _context
+    if _context is None:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            forkserver = multiprocessing.get_context("forkserver")
+            # Has effect only if the fork server is not running yet.
+            forkserver.set_forkserver_preload(["pipeline"])
+            _context = forkserver
+        else:
+            _context = multiprocessing.get_context("spawn")
+    return _context
+
+
+def dumps_stage(stage: PipelineStage[Any, Any], name: str) -> bytes:
+    """Pickle ``stage`` for a worker process, or raise ``TypeError`` saying what to do."""
+    try:
+        cloudpickle = importlib.import_module("cloudpickle")  # optional
+    except ImportError:
+        dumps: Any = pickle.dumps
+        how = (
+            "Define its function at module level, or install cloudpickle "
+            "(pip install 'threaded-pipeline[process]') to send lambdas and local functions"
+        )
+    else:
+        dumps = cloudpickle.dumps
+        how = "Make its attributes picklable, or create them in on_start()"
+    try:
+        payload: bytes = dumps(stage, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 (any pickling failure, reported as such)
+        raise TypeError(
+            f"stage {name!r} cannot be sent to a worker process (executor='process'): "
+            f"{_short_str(exc)}. {how}"
+        ) from None
+    return payload
+
+
+def end_process(child: BaseProcess) -> None:
+    """End ``child`` if it still runs: terminate, then kill; reap it."""
+    if child.exitcode is None:
+        child.terminate()
+        child.join(_END_GRACE)
+        if child.exitcode is None:
+            child.kill()
+            child.join(_END_GRACE)
+
+
+class _Unsendable(Exception):  # noqa: N818 (control flow: the batch did not travel)
+    """A batch or its outcome could not be pickled; ``error`` is the items' error."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)  # in args: it travels from the child
+        self.error = error
+
+
+class _Died(Exception):  # noqa: N818 (control flow)
+    def __init__(self, error: WorkerDied) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class ProcessWorker:
+    """One worker of a process stage: a child process, driven from the worker's thread."""
+
+    __slots__ = ("_child", "_conn", "_name", "_payload", "_processes", "_stage_name",
+                 "_supervisor")  # fmt: skip
+
+    batch_target_ns = round(REMOTE_BATCH_TARGET_SECONDS * 1e9)
+
+    def __init__(
+        self,
+        stage_name: str,
+        number: int,
+        payload: bytes,
+        supervisor: Supervisor,
+        processes: list[BaseProcess],
+    ) -> None:
+        self._stage_name = stage_name
+        self._name = f"{stage_name}-{number + 1}"
+        self._payload = payload
+        self._supervisor = supervisor
+        self._processes = processes  # the run's: every child started, for it to end
+        self._child: BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def start(self) -> None:
+        self._spawn()
+
+    def stop(self) -> None:
+        child, conn = self._child, self._conn
+        if child is None or conn is None:
+            return  # it died, or was terminated: there is no on_stop to run
+        self._child = self._conn = None
+        try:
+            conn.send(None)
+            reply = _receive(child, conn, None)
+        except (OSError, _Died):
+            return  # it died as it was told to stop
+        finally:
+            conn.close()
+            child.join(_END_GRACE)
+            end_process(child)
+        if isinstance(reply, tuple) and reply[1] is not None:
+            raise reply[1]
+
+    def process(self, batch: list[Any]) -> BatchOutcome:
+        try:
+            return self._round_trip(batch)
+        except (_Died, _Unsendable) as failure:
+            if len(batch) == 1:
+                return _failed(failure.error)
+        # Which item was it? Each alone, in a fresh child if this one died.
+        return _one_by_one(self._alone, batch)
+
+    def _alone(self, batch: list[Any]) -> BatchOutcome:
+        try:
+            return self._round_trip(batch)
+        except (_Died, _Unsendable) as failure:
+            return _failed(failure.error)
+
+    def _round_trip(self, batch: list[Any]) -> BatchOutcome:
+        if self._child is None:
+            self._spawn()  # the last one died
+        child, conn = self._child, self._conn
+        if child is None or conn is None:
+            raise RuntimeError("a worker process that _spawn() did not set")
+        try:
+            conn.send(batch)
+        except OSError:
+            pass  # the child is gone: _receive says how
+        except BaseException as exc:  # noqa: BLE001 (an item that does not pickle)
+            raise _Unsendable(_not_sent(exc, "an item", "sent to")) from None
+        outcome = _receive(child, conn, self)
+        if not isinstance(outcome, BatchOutcome):
+            raise TypeError(f"worker process {child.pid} sent {_type_name(outcome)}")
+        if isinstance(outcome.error, _Unsendable):
+            raise outcome.error
+        return outcome
+
+    def _spawn(self) -> None:
+        context = _get_context()
+        conn, child_end = context.Pipe()
+        child = context.Process(
+            target=_child_main, args=(child_end, self._stage_name), name=self._name, daemon=True
+        )
+        # Listed before start(): whatever happens next, the run ends it.
+        self._processes.append(child)
+        child.start()
+        child_end.close()
+        self._child, self._conn = child, conn
+        try:
+            conn.send_bytes(self._payload)
+            reply = _receive(child, conn, self)
+        except (OSError, _Died) as exc:
+            self._forget()
+            raise WorkerDied(
+                f"the worker process of stage {self._stage_name!r} exited as it started "
+                f"({_exit_status(child)}); a script that runs a process stage must start "
+                "it under `if __name__ == '__main__':`"
+            ) from (exc if isinstance(exc, OSError) else None)
+        if isinstance(reply, tuple) and reply[1] is not None:
+            self._forget()
+            raise reply[1]  # on_start (or unpickling the stage) failed there
+
+    def _forget(self) -> None:
+        # Drop the child, ended.
+        child, conn = self._child, self._conn
+        self._child = self._conn = None
+        if conn is not None:
+            conn.close()
+        if child is not None:
+            end_process(child)
+
+    def _died(self, child: BaseProcess) -> _Died:
+        self._forget()
+        return _Died(
+            WorkerDied(
+                f"worker process {child.pid} of stage {self._stage_name!r} died while "
+                f"processing ({_exit_status(child)})"
+            )
+        )
+
+    def _abandon(self) -> BatchAbandoned:
+        self._forget()  # terminates it: the run is being cancelled
+        return BatchAbandoned()
+
+
+def _receive(child: BaseProcess, conn: Connection, worker: ProcessWorker | None) -> Any:
+    # The child's next message. While waiting, look every _POLL seconds for a
+    # death and, if `worker` is given, for a cancellation.
+    while not conn.poll(_POLL):
+        if not child.is_alive():
+            if conn.poll(0):
+                break  # it wrote its reply, then exited
+            raise worker._died(child) if worker is not None else _Died(WorkerDied(""))
+        if worker is not None and worker._supervisor.cancelled:
+            raise worker._abandon()
+    try:
+        return conn.recv()
+    except EOFError:
+        raise worker._died(child) if worker is not None else _Died(WorkerDied("")) from None
+    except OSError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 (an output that does not unpickle here)
+        raise _Unsendable(_not_sent(exc, "an output", "received from")) from None
+
+
+def _not_sent(exc: BaseException, what: str, how: str) -> TypeError:
+    error = TypeError(f"{what} could not be {how} the worker process: {_short_str(exc)}")
+    error.__cause__ = exc
+    return error
+
+
+def _exit_status(child: BaseProcess) -> str:
+    child.join(_POLL)
+    code = child.exitcode
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+# -- the child's side ----------------------------------------------------------
+
+
+def _child_main(conn: Connection, stage_name: str) -> None:
+    # The parent decides what a Ctrl-C means and ends its children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stage = pickle.loads(conn.recv_bytes())
+        kind, call = kind_of(stage)
+        stage.on_start()
+    except BaseException as exc:  # noqa: BLE001 (sent to the parent)
+        conn.send(("failed", _portable(exc)))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:
+            return  # the parent is gone
+        except BaseException as exc:  # noqa: BLE001 (an item that does not unpickle here)
+            conn.send(_unsendable(_not_sent(exc, "an item", "received by")))
+            continue
+        if batch is None:
+            break
+        outcome = process_batch(kind, call, batch)
+        if outcome.error is not None:
+            outcome.error = _portable(outcome.error)
+        try:
+            conn.send(outcome)
+        except OSError:
+            return
+        except BaseException as exc:  # noqa: BLE001 (an output that does not pickle)
+            conn.send(_unsendable(_not_sent(exc, "an output", "sent back from")))
+    try:
+        stage.on_stop()
+    except BaseException as exc:  # noqa: BLE001 (sent to the parent)
+        conn.send(("stopped", _portable(exc)))
+    else:
+        conn.send(("stopped", None))
+
+
+def _unsendable(error: TypeError) -> BatchOutcome:
+    error.__cause__ = None  # the cause may not pickle; its text is in the message
+    return BatchOutcome([], 0, 0, _Unsendable(error), 0)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    # `exc` with the child's traceback as a note, if it survives pickling;
+    # else a RuntimeError that says what it was.
+    try:
+        text = "".join(traceback.format_exception(exc)).rstrip()
+    except BaseException:  # noqa: BLE001 (hostile __str__ or __notes__)
+        text = "(no traceback: formatting it raised)"
+    note = f"raised in worker process {os.getpid()}:\n{text}"
+    try:
+        exc.add_note(note)
+        pickle.loads(pickle.dumps(exc))
+    except BaseException:  # noqa: BLE001 (it does not travel)
+        stand_in = RuntimeError(f"{_type_name(exc)}: {_short_str(exc)}")
+        stand_in.add_note(f"{note}\n(the original exception could not be pickled)")
+        return stand_in
+    return exc
