@@ -481,10 +481,13 @@ def interrupt(
     ready: str | None = None,
     after: float = 0.0,
     again: float | None = None,
+    group: bool = False,
 ) -> tuple[int, float, str, str]:
     """Run ``argv`` with its output through pipes; SIGINT once ``ready`` shows, ``after`` s later.
 
-    ``again``: a second SIGINT that many seconds after the first. Returns the
+    ``again``: a second SIGINT that many seconds after the first. ``group``:
+    run it in a process group of its own and signal the whole group, as a
+    terminal's Ctrl-C does (its children get the signal too). Returns the
     exit code, the seconds from the first SIGINT to the exit, stdout, stderr.
     """
     process = subprocess.Popen(
@@ -493,6 +496,7 @@ def interrupt(
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        start_new_session=group,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     out: list[str] = []
@@ -511,10 +515,17 @@ def interrupt(
             time.sleep(0.01)
         time.sleep(after)
         sent = time.monotonic()
-        process.send_signal(signal.SIGINT)
+
+        def send() -> None:
+            if group:
+                os.killpg(process.pid, signal.SIGINT)
+            else:
+                process.send_signal(signal.SIGINT)
+
+        send()
         if again is not None:
             time.sleep(again)
-            process.send_signal(signal.SIGINT)
+            send()
         code = process.wait(timeout=WAIT)
         took = time.monotonic() - sent
     finally:
