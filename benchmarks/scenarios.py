@@ -1,4 +1,6 @@
-"""The six scenarios, each with its variants, its rows and its floors.
+"""The scenarios, each with its variants, its rows and its floors.
+
+The two CPU-bound scenarios are in :mod:`benchmarks.processes`.
 
 Every scenario takes a :class:`~benchmarks.harness.Config` and returns a
 :class:`~benchmarks.harness.ScenarioResult`. Variants of one scenario are
@@ -57,6 +59,7 @@ from .harness import (
     median,
     paired_ratio,
 )
+from .processes import cpu_bound, process_cheap
 
 __all__ = [
     "SCENARIOS",
@@ -600,5 +603,7 @@ SCENARIOS: Final[dict[str, Callable[[Config], ScenarioResult]]] = {
     "latency": latency,
     "start_stop": start_stop,
     "memory": memory,
+    "cpu_bound": cpu_bound,
+    "process_cheap": process_cheap,
 }
 """Every scenario by name, in the order they run."""

@@ -51,7 +51,7 @@ __all__ = [
 EXECUTOR_NAMES = ("thread", "process")
 """The executors a stage can name; any ``concurrent.futures.Executor`` works too."""
 
-REMOTE_BATCH_TARGET_SECONDS = 0.02
+REMOTE_BATCH_TARGET_SECONDS = 0.01
 """The work per batch a stage aims at when its batches travel to another process."""
 
 _REMOTE_TARGET_NS = round(REMOTE_BATCH_TARGET_SECONDS * 1e9)
@@ -231,11 +231,12 @@ def worker_handle(
     """
     executor = spec.executor
     if executor == "process":
-        from ._process import ProcessWorker  # noqa: PLC0415 (multiprocessing on demand)
+        from ._process import ProcessWorker, stage_modules  # noqa: PLC0415 (on demand)
 
         if not isinstance(stage, bytes):
             raise TypeError("a process stage's worker takes the stage pickled")
-        return ProcessWorker(spec.name, number, stage, supervisor, processes)
+        modules = stage_modules(spec.stage)
+        return ProcessWorker(spec.name, number, stage, supervisor, processes, modules)
     if isinstance(stage, bytes):
         raise TypeError("only a process stage's worker takes the stage pickled")
     if isinstance(executor, Executor):

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, SpawnContext
     from multiprocessing.process import BaseProcess
 
-__all__ = ["ProcessWorker", "dumps_stage", "end_process"]
+__all__ = ["ProcessWorker", "dumps_stage", "end_process", "stage_modules"]
 
 _POLL = 0.05  # how often a worker waiting on its child looks for a death or a cancellation
 _END_GRACE = 1.0  # seconds a terminated child gets before it is killed
@@ -63,18 +63,34 @@ _END_GRACE = 1.0  # seconds a terminated child gets before it is killed
 _context: ForkServerContext | SpawnContext | None = None
 
 
-def _get_context() -> ForkServerContext | SpawnContext:
-    # One fork server per program, made on first use.
+def _get_context(modules: tuple[str, ...]) -> ForkServerContext | SpawnContext:
+    # One fork server per program, made on first use. It imports this
+    # package and the modules of the first process stage once, so that its
+    # children do not (the modules of a script run as __main__ are imported
+    # in each child: multiprocessing's preload of "__main__" does nothing).
     global _context
     if _context is None:
         if "forkserver" in multiprocessing.get_all_start_methods():
             forkserver = multiprocessing.get_context("forkserver")
             # Has effect only if the fork server is not running yet.
-            forkserver.set_forkserver_preload(["pipeline"])
+            forkserver.set_forkserver_preload(["pipeline", *modules])
             _context = forkserver
         else:
             _context = multiprocessing.get_context("spawn")
     return _context
+
+
+def stage_modules(stage: PipelineStage[Any, Any]) -> tuple[str, ...]:
+    """The importable modules that define ``stage`` and its function."""
+    _, call = kind_of(stage)
+    names = {type(stage).__module__, getattr(call, "__module__", None)}
+    return tuple(
+        sorted(
+            name
+            for name in names
+            if isinstance(name, str) and name not in ("__main__", "__mp_main__", "builtins")
+        )
+    )
 
 
 def dumps_stage(stage: PipelineStage[Any, Any], name: str) -> bytes:
@@ -127,8 +143,8 @@ class _Died(Exception):  # noqa: N818 (control flow)
 class ProcessWorker:
     """One worker of a process stage: a child process, driven from the worker's thread."""
 
-    __slots__ = ("_child", "_conn", "_name", "_payload", "_processes", "_stage_name",
-                 "_supervisor")  # fmt: skip
+    __slots__ = ("_child", "_conn", "_modules", "_name", "_payload", "_processes",
+                 "_stage_name", "_supervisor")  # fmt: skip
 
     batch_target_ns = round(REMOTE_BATCH_TARGET_SECONDS * 1e9)
 
@@ -139,8 +155,10 @@ class ProcessWorker:
         payload: bytes,
         supervisor: Supervisor,
         processes: list[BaseProcess],
+        modules: tuple[str, ...] = (),
     ) -> None:
         self._stage_name = stage_name
+        self._modules = modules  # to preload in the fork server
         self._name = f"{stage_name}-{number + 1}"
         self._payload = payload
         self._supervisor = supervisor
@@ -203,7 +221,7 @@ class ProcessWorker:
         return outcome
 
     def _spawn(self) -> None:
-        context = _get_context()
+        context = _get_context(self._modules)
         conn, child_end = context.Pipe()
         child = context.Process(
             target=_child_main, args=(child_end, self._stage_name), name=self._name, daemon=True
