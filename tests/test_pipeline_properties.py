@@ -9,6 +9,7 @@ runs are cancelled from another thread at random moments.
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import threading
 from collections import Counter
@@ -18,7 +19,7 @@ from itertools import count
 from typing import Any, Literal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline import (
@@ -33,6 +34,8 @@ from pipeline import (
     StageError,
 )
 from tests.helpers import WAIT
+from tests.process_stages import Injected as ProcessInjected
+from tests.process_stages import Unlucky
 
 # -- the stage functions: simple, deterministic, ints to ints -------------------------
 
@@ -167,7 +170,9 @@ def _build(
     wrap: Callable[[Callable[[Any], Any]], Callable[[Any], Any]] | None = None,
     on_error: OnError = "raise",
     retry: Retry | None = None,
+    in_process: frozenset[str] = frozenset(),
 ) -> Pipeline[int, Any]:
+    """The pipeline of ``steps``; those named in ``in_process`` run on worker processes."""
     pipeline: Pipeline[int, Any] = Pipeline[int](maxsize=maxsize)
     for step in steps:
         fn = step.fn
@@ -185,6 +190,7 @@ def _build(
             "ordered": step.ordered,
             "on_error": policy,
             "retry": step_retry,
+            "executor": "process" if step.name in in_process else "thread",
         }
         if step.kind == "one":
             pipeline.map(fn, **options)
@@ -565,3 +571,99 @@ def test_default_bounds_follow_the_first_item_of_each_queue(
         assert stage.queue.maxsize == expected
         assert stage.queue.peak_size <= expected
     assert report.balanced
+
+
+# -- 6. the same properties with stages on worker processes --------------------------
+# Fewer examples and at most 2 workers per process stage: each example starts
+# its worker processes. The faults are stateless (a process cannot share the
+# thread tests' counters), so Retry is covered by tests/test_executors.py.
+
+
+@st.composite
+def process_pipelines(draw: st.DrawFn) -> tuple[list[Op], list[int], int, frozenset[str]]:
+    """Ops with at most 2 workers a stage, inputs, a bound, and which stages run in processes."""
+    ops = [
+        Op(op.kind, op.k, min(op.workers, 2), op.maxsize, op.ordered)
+        for op in draw(ops_strategy.filter(lambda ops: any(op.kind != "batch" for op in ops)))
+    ]
+    inputs = draw(st.lists(st.integers(0, 1000), max_size=120))
+    maxsize = draw(st.integers(1, 64))
+    names = [step.name for step in _steps(ops) if step.kind != "batch"]
+    chosen = draw(st.lists(st.sampled_from(names), min_size=1, unique=True))
+    return ops, inputs, maxsize, frozenset(chosen)
+
+
+def _no_process_left() -> None:
+    left = multiprocessing.active_children()
+    for child in left:
+        child.join(WAIT)
+    assert left == [], f"worker processes left running: {left}"
+
+
+@settings(max_examples=15)
+@given(case=process_pipelines())
+def test_process_stages_equal_the_sequential_composition(
+    case: tuple[list[Op], list[int], int, frozenset[str]],
+) -> None:
+    ops, inputs, maxsize, in_process = case
+    steps = _steps(ops)
+    expected, _, counts = _model(steps, inputs)
+    result = _build(steps, maxsize, in_process=in_process).run(inputs, timeout=WAIT)
+    _no_process_left()
+    if _all_ordered(ops):
+        assert result.outputs == expected
+    else:
+        assert Counter(result.outputs) == Counter(expected)
+    assert result.report.status == "completed"
+    _check_shape(result.report, steps, maxsize)
+    _check_counts(result.report, counts)
+
+
+@settings(max_examples=15)
+@given(case=process_pipelines(), policy=st.sampled_from(["raise", "skip"]), data=st.data())
+def test_process_stages_apply_the_error_policy_to_exactly_the_bad_items(
+    case: tuple[list[Op], list[int], int, frozenset[str]], policy: OnError, data: st.DataObject
+) -> None:
+    ops, inputs, maxsize, in_process = case
+    steps = _steps(ops)
+    candidates = sorted(s.name for s in steps if s.name in in_process and not s.reads_batches)
+    assume(candidates)  # a stage after a batch() takes lists: no value to pick as bad
+    name = data.draw(st.sampled_from(candidates))
+    index = [step.name for step in steps].index(name)
+    _, arrivals, _ = _model(steps, inputs)
+    values = sorted(set(arrivals[index]))
+    bad = frozenset(data.draw(st.lists(st.sampled_from(values), max_size=4)) if values else ())
+    hits = [item for item in arrivals[index] if item in bad]
+
+    def wrap(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        return Unlucky(bad, fn)
+
+    pipeline = _build(
+        steps, maxsize, faulty=name, wrap=wrap, on_error=policy, in_process=in_process
+    )
+    if policy == "raise" and hits:
+        with pytest.raises(StageError) as caught:
+            pipeline.run(inputs, timeout=WAIT)
+        _no_process_left()
+        error = caught.value
+        assert (error.stage, error.where) == (name, "process")
+        assert error.item in bad
+        assert type(error.__cause__) is ProcessInjected
+        assert error.__cause__.args == (error.item,)
+        assert error.report is not None
+        _check_shape(error.report, steps, maxsize)
+        return
+    result = pipeline.run(inputs, timeout=WAIT)
+    _no_process_left()
+    expected, _, counts = _model(
+        steps, inputs, failing=lambda step, item: step == name and item in bad
+    )
+    if _all_ordered(ops):
+        assert result.outputs == expected
+    else:
+        assert Counter(result.outputs) == Counter(expected)
+    letters = result.report.dead_letters
+    assert Counter(d.item for d in letters) == Counter(hits)
+    assert all(type(d.exception) is ProcessInjected for d in letters)
+    _check_shape(result.report, steps, maxsize)
+    _check_counts(result.report, counts)
