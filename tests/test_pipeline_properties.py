@@ -476,6 +476,14 @@ def test_retry_recovers_injected_faults_that_stop_in_time(
 def test_cancel_at_a_random_moment_leaves_a_balanced_report(
     ops: list[Op], maxsize: int, after: int, position: int
 ) -> None:
+    _cancel_at_random(ops, maxsize, after, position)
+
+
+def _cancel_at_random(
+    ops: list[Op], maxsize: int, after: int, position: int, in_process: frozenset[str] = frozenset()
+) -> None:
+    # The watcher stage (a thread stage) cancels the run from another thread
+    # once `after` items went through it.
     steps = _steps(ops)
     trigger = threading.Event()
     seen = 0
@@ -496,7 +504,7 @@ def test_cancel_at_a_random_moment_leaves_a_balanced_report(
     while at > 0 and (len(arrivals[at]) < after or (at < len(steps) and steps[at].reads_batches)):
         at -= 1
     steps.insert(at, Step("watch", "one", watch, 1, maxsize, True))
-    pipeline = _build(steps, maxsize)
+    pipeline = _build(steps, maxsize, in_process=in_process)
 
     def cancel() -> None:
         if trigger.wait(WAIT):
@@ -667,3 +675,13 @@ def test_process_stages_apply_the_error_policy_to_exactly_the_bad_items(
     assert all(type(d.exception) is ProcessInjected for d in letters)
     _check_shape(result.report, steps, maxsize)
     _check_counts(result.report, counts)
+
+
+@settings(max_examples=15)
+@given(case=process_pipelines(), after=st.integers(1, 300), position=st.integers(0, 8))
+def test_process_stages_cancelled_at_a_random_moment_leave_a_balanced_report(
+    case: tuple[list[Op], list[int], int, frozenset[str]], after: int, position: int
+) -> None:
+    ops, _, maxsize, in_process = case
+    _cancel_at_random(ops, maxsize, after, position, in_process)
+    _no_process_left()
