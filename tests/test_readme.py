@@ -35,7 +35,8 @@ def test_readme_example_prints_what_the_readme_shows(
 ) -> None:
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, str(README), "exec"), {"__name__": "readme"})
+        # As a script runs it: a process stage's example has a main guard.
+        exec(compile(code, str(README), "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().err == ""
     if output:
         assert _matches(output, printed.getvalue()), printed.getvalue()

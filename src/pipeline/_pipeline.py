@@ -210,7 +210,8 @@ class Pipeline(Generic[In, Out]):
     Per-stage options (``add``, ``map``, ``filter``, ``flat_map``, ``each``)
     are keyword arguments, listed in :class:`StageOptions`: ``workers``,
     ``name``, ``ordered``, ``maxsize`` (the bound of the stage's *input*
-    queue), ``on_error`` and ``retry``.
+    queue), ``on_error``, ``retry`` and ``executor`` (threads, worker
+    processes, or a ``concurrent.futures.Executor``).
 
     With ``workers > 1`` each worker after the first gets its own shallow copy
     of the stage object (``copy.copy``): attributes a worker assigns, in

@@ -86,6 +86,12 @@ class PipelineStage(ABC, Generic[In, Out]):
     run-wide state in plain attributes sets ``single_worker = True``, and
     ``Pipeline.add`` then refuses ``workers > 1``.
 
+    With ``executor="process"`` each worker is a process of its own, which
+    receives the stage pickled (its own copy, also the first) and calls
+    :meth:`on_start` and :meth:`on_stop` there, once; nothing it assigns
+    comes back to the object you added, so a stage that aggregates over the
+    run stays on threads. See :class:`~pipeline.StageOptions`.
+
     Args:
         name: the stage's name in logs, thread names and the report; defaults
             to the class name.
@@ -108,19 +114,20 @@ class PipelineStage(ABC, Generic[In, Out]):
     def process(self, item: In) -> Out | Iterator[Out]:
         """Turn one input item into an output (return) or into outputs (yield).
 
-        Called in one of the stage's worker threads, one item at a time per
-        worker. An exception applies the stage's error policy.
+        Called in one of the stage's workers (a thread, or a worker process
+        with ``executor="process"``), one item at a time per worker. An
+        exception applies the stage's error policy.
         """
 
     def on_start(self) -> None:
-        """Prepare a worker; called in each worker thread before its first item.
+        """Prepare a worker; called in each worker (thread or process) before its first item.
 
         An exception here fails the pipeline (hooks are not items, so the
         ``on_error`` policy does not apply).
         """
 
     def on_stop(self) -> None:
-        """Clean up a worker; called in each worker thread after its last item.
+        """Clean up a worker; called in each worker (thread or process) after its last item.
 
         Runs on every path once :meth:`on_start` returned: normal end, error and
         cancellation. An exception here fails the pipeline unless it already
