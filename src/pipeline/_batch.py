@@ -18,15 +18,31 @@ ending the batch (``map`` and ``filter`` take it for the end of their input).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import chain
 from operator import length_hint
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, TypeAlias
 
 from ._stage import StageKind
 
-__all__ = ["BatchAbandoned", "BatchOutcome", "process_batch", "stop_iteration_error"]
+__all__ = [
+    "BatchAbandoned",
+    "BatchOutcome",
+    "batch_function",
+    "process_batch",
+    "stop_iteration_error",
+]
+
+BatchOutcome: TypeAlias = tuple[list[Any], int, int, BaseException | None, int]
+"""What processing a batch came to: ``(outputs, completed, dropped, error, nanoseconds)``.
+
+The first ``completed`` items of the batch finished, ``dropped`` of them
+with no output, producing ``outputs`` in input order. If ``error`` is set,
+the next item (``batch[completed]``) raised it and the items after it were
+not tried. ``nanoseconds`` is the time spent in the stage's code. A plain
+tuple, unpacked where it is used: a named one costs a lone item's latency
+a Python call per stage.
+"""
 
 
 class BatchAbandoned(Exception):  # noqa: N818 (control flow, never seen by users)
@@ -34,23 +50,6 @@ class BatchAbandoned(Exception):  # noqa: N818 (control flow, never seen by user
 
     The batch's items count as not processed.
     """
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """What processing a batch came to.
-
-    The first ``completed`` items of the batch finished, ``dropped`` of them
-    with no output, producing ``outputs`` in input order. If ``error`` is
-    set, the next item (``batch[completed]``) raised it and the items after
-    it were not tried. ``nanoseconds`` is the time spent in the stage's code.
-    """
-
-    outputs: list[Any]
-    completed: int
-    dropped: int
-    error: BaseException | None
-    nanoseconds: int
 
 
 def stop_iteration_error() -> RuntimeError:
@@ -62,15 +61,23 @@ def process_batch(kind: StageKind, call: Callable[[Any], Any], batch: list[Any])
     """Apply ``call`` (a stage of ``kind``) to each item of ``batch`` until one raises.
 
     >>> process_batch(StageKind.ONE, lambda x: 10 // x, [5, 2, 0, 1])
-    BatchOutcome(outputs=[2, 5], completed=2, dropped=0, error=ZeroDivisionError(...), ...)
+    ([2, 5], 2, 0, ZeroDivisionError('integer division or modulo by zero'), ...)
     """
-    # One branch per kind, each with the common case (no failure) in one C
-    # call over the whole batch: this runs once per batch on every path.
+    return batch_function(kind)(call, batch)
+
+
+def batch_function(
+    kind: StageKind,
+) -> Callable[[Callable[[Any], Any], list[Any]], BatchOutcome]:
+    """The function that processes a batch for a stage of ``kind``: ``fn(call, batch)``.
+
+    Each has the common case (no failure) in one C call over the whole batch.
+    """
     if kind is StageKind.ONE:
-        return _one(call, batch)
+        return _one
     if kind is StageKind.FILTER:
-        return _filter(call, batch)
-    return _many(call, batch)
+        return _filter
+    return _many
 
 
 def _one(call: Callable[[Any], Any], batch: list[Any]) -> BatchOutcome:
@@ -90,9 +97,9 @@ def _one(call: Callable[[Any], Any], batch: list[Any]) -> BatchOutcome:
         error = exc
     else:
         if len(out) == len(batch):
-            return BatchOutcome(out, len(out), 0, None, perf_counter_ns() - started)
+            return (out, len(out), 0, None, perf_counter_ns() - started)
         error = stop_iteration_error()  # map() ended early: the call raised StopIteration
-    return BatchOutcome(out, len(out), 0, error, perf_counter_ns() - started)
+    return (out, len(out), 0, error, perf_counter_ns() - started)
 
 
 def _filter(call: Callable[[Any], Any], batch: list[Any]) -> BatchOutcome:
@@ -112,10 +119,10 @@ def _filter(call: Callable[[Any], Any], batch: list[Any]) -> BatchOutcome:
         error = exc
     else:
         if end.reached:
-            return BatchOutcome(out, n, n - len(out), None, perf_counter_ns() - started)
+            return (out, n, n - len(out), None, perf_counter_ns() - started)
         error = stop_iteration_error()
     completed = n - 1 - length_hint(items)  # the item filter() was calling
-    return BatchOutcome(out, completed, completed - len(out), error, perf_counter_ns() - started)
+    return (out, completed, completed - len(out), error, perf_counter_ns() - started)
 
 
 def _many(call: Callable[[Any], Any], batch: list[Any]) -> BatchOutcome:
@@ -130,10 +137,10 @@ def _many(call: Callable[[Any], Any], batch: list[Any]) -> BatchOutcome:
             del out[mark:]  # a failing item emits none of its outputs
             if isinstance(exc, StopIteration):
                 exc = stop_iteration_error()
-            return BatchOutcome(out, index, dropped, exc, perf_counter_ns() - started)
+            return (out, index, dropped, exc, perf_counter_ns() - started)
         if len(out) == mark:
             dropped += 1
-    return BatchOutcome(out, len(batch), dropped, None, perf_counter_ns() - started)
+    return (out, len(batch), dropped, None, perf_counter_ns() - started)
 
 
 class _EndMarker:

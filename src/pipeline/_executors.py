@@ -31,7 +31,7 @@ from difflib import get_close_matches
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._batch import BatchAbandoned, BatchOutcome, process_batch
+from ._batch import BatchAbandoned, BatchOutcome, batch_function, process_batch
 from ._stage import BATCH_TARGET_NS, PipelineStage, StageSpec, Supervisor, kind_of
 
 if TYPE_CHECKING:
@@ -85,7 +85,8 @@ class ThreadWorker:
     def __init__(self, stage: PipelineStage[Any, Any]) -> None:
         self.stage = stage
         kind, call = kind_of(stage)
-        self.process = partial(process_batch, kind, call)
+        # The kind's own function, straight: one call less per batch.
+        self.process = partial(batch_function(kind), call)
 
     def start(self) -> None:
         self.stage.on_start()
@@ -148,7 +149,7 @@ class FuturesWorker:
 
 
 def _failed(error: BaseException) -> BatchOutcome:
-    return BatchOutcome([], 0, 0, error, 0)
+    return [], 0, 0, error, 0
 
 
 def _one_by_one(
@@ -160,14 +161,14 @@ def _one_by_one(
     out: list[Any] = []
     completed = dropped = nanoseconds = 0
     for item in batch:
-        outcome: BatchOutcome = process_one([item])
-        out += outcome.outputs
-        completed += outcome.completed
-        dropped += outcome.dropped
-        nanoseconds += outcome.nanoseconds
-        if outcome.error is not None:
-            return BatchOutcome(out, completed, dropped, outcome.error, nanoseconds)
-    return BatchOutcome(out, completed, dropped, None, nanoseconds)
+        outputs, done, empty, error, took = process_one([item])
+        out += outputs
+        completed += done
+        dropped += empty
+        nanoseconds += took
+        if error is not None:
+            return out, completed, dropped, error, nanoseconds
+    return out, completed, dropped, None, nanoseconds
 
 
 def has_hooks(stage: PipelineStage[Any, Any]) -> bool:

@@ -214,10 +214,10 @@ class ProcessWorker:
         except BaseException as exc:  # noqa: BLE001 (an item that does not pickle)
             raise _Unsendable(_not_sent(exc, "an item", "sent to")) from None
         outcome = _receive(child, conn, self)
-        if not isinstance(outcome, BatchOutcome):
+        if type(outcome) is not tuple or len(outcome) != 5:
             raise TypeError(f"worker process {child.pid} sent {_type_name(outcome)}")
-        if isinstance(outcome.error, _Unsendable):
-            raise outcome.error
+        if isinstance(outcome[3], _Unsendable):
+            raise outcome[3]
         return outcome
 
     def _spawn(self) -> None:
@@ -331,9 +331,10 @@ def _child_main(conn: Connection, stage_name: str) -> None:
             continue
         if batch is None:
             break
-        outcome = process_batch(kind, call, batch)
-        if outcome.error is not None:
-            outcome.error = _portable(outcome.error)
+        outputs, completed, dropped, error, nanoseconds = process_batch(kind, call, batch)
+        if error is not None:
+            error = _portable(error)
+        outcome = (outputs, completed, dropped, error, nanoseconds)
         try:
             conn.send(outcome)
         except OSError:
@@ -350,7 +351,7 @@ def _child_main(conn: Connection, stage_name: str) -> None:
 
 def _unsendable(error: TypeError) -> BatchOutcome:
     error.__cause__ = None  # the cause may not pickle; its text is in the message
-    return BatchOutcome([], 0, 0, _Unsendable(error), 0)
+    return [], 0, 0, _Unsendable(error), 0
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -102,11 +102,10 @@ class BatchRunner:
         except BatchAbandoned:
             self._stopped([], 0, 0, _Abort(item_failed=False), len(batch), 0)
             raise _Abort(item_failed=False) from None
-        if outcome.error is None:
+        out, completed, dropped, error, nanoseconds = outcome
+        if error is None:
             # The common case, kept short: a lone item's latency pays for it.
-            nanoseconds = outcome.nanoseconds
-            out = outcome.outputs
-            self.recorder.batch_done(outcome.completed, len(out), outcome.dropped, nanoseconds)
+            self.recorder.batch_done(completed, len(out), dropped, nanoseconds)
             self.cap = next_batch_cap(nanoseconds, len(batch), self.target_ns)
             self.give(out)
             return
@@ -115,39 +114,36 @@ class BatchRunner:
     def _resume(self, batch: list[Any], outcome: BatchOutcome) -> None:
         # An item raised: apply the policy to it, then process the rest of
         # the batch, until the batch is through or the worker must stop.
-        out = outcome.outputs
-        completed = outcome.completed
-        dropped = outcome.dropped
-        nanoseconds = outcome.nanoseconds
+        out, completed, dropped, error, nanoseconds = outcome
         failed = 0
-        start = 0
-        while outcome.error is not None:
-            index = start + outcome.completed  # the item that raised
+        index = completed  # the item that raised
+        while error is not None:
             try:
-                again = self._recover(batch[index], outcome.error)
+                again, _, emptied, _, took = self._recover(batch[index], error)
             except _Skipped:
                 failed += 1
             except _Abort as abort:
                 self._stopped(out, completed, dropped, abort, len(batch) - index, nanoseconds)
                 raise
             else:
-                out += again.outputs
+                out += again
                 completed += 1
-                dropped += again.dropped
-                nanoseconds += again.nanoseconds
+                dropped += emptied
+                nanoseconds += took
             start = index + 1
             if start == len(batch):
                 break
             try:
-                outcome = self.process(batch[start:])
+                more, done, empty, error, took = self.process(batch[start:])
             except BatchAbandoned:
                 abandoned = _Abort(item_failed=False)
                 self._stopped(out, completed, dropped, abandoned, len(batch) - start, nanoseconds)
                 raise abandoned from None
-            out += outcome.outputs
-            completed += outcome.completed
-            dropped += outcome.dropped
-            nanoseconds += outcome.nanoseconds
+            out += more
+            completed += done
+            dropped += empty
+            nanoseconds += took
+            index = start + done
         self.recorder.batch_done(completed, len(out), dropped, nanoseconds)
         self.cap = next_batch_cap(nanoseconds, len(batch), self.target_ns)
         self.give(out)
@@ -191,9 +187,9 @@ class BatchRunner:
                 again = self.process([item])
             except BatchAbandoned:
                 raise _Abort(item_failed=False) from None
-            if again.error is None:
+            if again[3] is None:  # its error
                 return again
-            exc = again.error
+            exc = again[3]
         if self.on_error == "skip" and isinstance(exc, Exception):
             self.recorder.gave_up(DeadLetter(self.name, item, exc, attempts))
             raise _Skipped
