@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the custom-stage example (retries, dead letters, fan-out) from a checkout."""
+"""Run the image-pipeline example (your own stages, worker processes) from a checkout."""
 
 import sys
 from pathlib import Path

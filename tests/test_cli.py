@@ -302,10 +302,10 @@ def test_the_installed_command_names_itself_in_its_usage() -> None:
     ("launcher", "argv", "message"),
     [
         ("run_data_example.py", ["--files", "-3"], "argument --files: must be at least 0"),
-        ("run_custom_example.py", ["--failure-rate", "2"], "must be a finite number from 0 to 1"),
-        ("run_custom_example.py", ["--failure-rate", "-1"], "must be a finite number from 0 to 1"),
-        ("run_custom_example.py", ["--failure-rate", "nan"], "must be a finite number from 0 to 1"),
-        ("run_custom_example.py", ["--documents", "x"], "expected a whole number, got 'x'"),
+        ("run_custom_example.py", ["--workers", "0"], "argument --workers: must be at least 1"),
+        ("run_custom_example.py", ["--images", "x"], "expected a whole number, got 'x'"),
+        ("run_custom_example.py", ["--executor", "fork"], "argument --executor: invalid choice"),
+        ("run_custom_example.py", ["--input", "no/such/dir"], "argument --input: not a folder"),
     ],
 )
 def test_the_examples_refuse_bad_values_naming_the_option(
@@ -329,7 +329,6 @@ WITHOUT_TYPING_EXTENSIONS = (
     [
         ("run_pipeline.py", ["--items", "3", "--quiet"]),
         ("run_data_example.py", ["--files", "2", "--quiet"]),
-        ("run_custom_example.py", ["--documents", "5", "--quiet"]),
         ("examples/basic.py", []),
     ],
 )
@@ -341,3 +340,14 @@ def test_the_launchers_run_from_a_checkout_without_typing_extensions(
     done = _subprocess([sys.executable, "-S", "-c", WITHOUT_TYPING_EXTENSIONS, launcher, *argv])
     assert done.returncode == 0, done.stderr
     assert "=== VERIFICATION REPORT ===" in done.stdout
+
+
+def test_the_custom_example_on_a_bare_python_says_it_needs_pillow() -> None:
+    # As above, but the image example needs Pillow, which a bare Python has
+    # not: it says what to install and exits 2, with no traceback. (With
+    # Pillow and no site-packages, see tests/test_custom_example.py.)
+    argv = [sys.executable, "-S", "-c", WITHOUT_TYPING_EXTENSIONS, "run_custom_example.py"]
+    done = _subprocess([*argv, "--images", "1", "--quiet"])
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'threaded-pipeline[examples]'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -3,7 +3,8 @@
 Integers 1..N go through a Multiply (x2), an Add (+10) and a Filter (keep
 even) stage; every stage logs the items it processes and the consumer logs
 every final output (``[INFO] Multiply Stage processing item: 1``), then the
-verification report is printed.
+verification report is printed. ``python -m pipeline custom [options]``
+runs the image-pipeline example instead (:mod:`pipeline._examples.images`).
 
 The argument types and the outcome handling here are shared with the
 example scripts of the repository (``examples/``).
@@ -175,7 +176,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description=(
             "Run the basic demo: integers 1..N through Multiply (x2), Add (+10) and "
             "Filter (keep even) stages, each in its own worker threads, then print "
-            "the verification report."
+            "the verification report. `%(prog)s custom [options]` runs the "
+            "example image pipeline instead (needs Pillow; `custom --help` lists its options)."
         ),
         epilog="Exit codes: 0 success, 1 pipeline error, 2 usage error, 130 interrupted.",
     )
@@ -274,7 +276,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     Failed: 0
     ...
     0
+
+    ``custom`` as the first argument runs the image-pipeline example with the
+    arguments after it.
     """
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] == "custom":
+        from ._examples import run_images  # noqa: PLC0415 (the example and Pillow on demand)
+
+        return run_images(arguments[1:], prog=f"{prog or program_name()} custom")
     args = parse_args(build_parser(prog), argv)
     if isinstance(args, int):
         return args
