@@ -33,6 +33,10 @@ so the items stay readable.
 Run it with ``./run_custom_example.py``, ``python examples/custom_stage.py``
 or ``python -m pipeline custom`` (it needs Pillow:
 ``pip install 'threaded-pipeline[examples]'``).
+
+Past 400 lines: it is a template to read and copy as one file (the items,
+the stages, the features they compute and the command line), not a module
+of the library.
 """
 
 from __future__ import annotations
