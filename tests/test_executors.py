@@ -579,3 +579,42 @@ def test_a_script_without_a_main_guard_gets_told_what_to_do(tmp_path: Path) -> N
     assert done.returncode == 1
     assert "if __name__ == '__main__':" in done.stderr
     assert "StageError" in done.stderr
+
+
+WHERE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])   # a copy of the package first, as the launchers do
+    import pipeline
+
+    def where(_):
+        import pipeline
+        return pipeline.__file__
+
+    if __name__ == "__main__":
+        print(pipeline.__file__)
+        print(pipeline.Pipeline().map(where, executor="process").run([0]).outputs[0])
+    """
+)
+
+
+def test_worker_processes_import_the_copy_of_the_library_the_program_runs(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "src" / "pipeline", copy / "pipeline")
+    script = tmp_path / "where.py"
+    script.write_text(WHERE_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    parent, child = done.stdout.split()
+    assert parent == child == str(copy / "pipeline" / "__init__.py")

@@ -633,10 +633,13 @@ def test_two_ctrl_c_let_items_of_a_second_end_run_on_stop_and_exit_130(
 
 @pytest.mark.parametrize("launcher", ["run_data_example.py", "run_custom_example.py"])
 def test_ctrl_c_in_an_example_exits_130_with_a_message_and_the_partial_report(
-    launcher: str,
+    launcher: str, tmp_path: Path
 ) -> None:
     argv = [sys.executable, launcher]
-    argv += ["--files", "60"] if launcher == "run_data_example.py" else ["--documents", "10000000"]
+    if launcher == "run_data_example.py":
+        argv += ["--files", "60"]
+    else:
+        argv += ["--images", "100", "--sample-size", "256", "--output", str(tmp_path)]
     code, _, out, err = interrupt(argv, ready="[INFO]", after=0.3)
     assert code == 130, err[-2000:]
     assert "Traceback" not in err

@@ -42,6 +42,8 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
+import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,7 @@ _POLL = 0.05  # how often a worker waiting on its child looks for a death or a c
 _END_GRACE = 1.0  # seconds a terminated child gets before it is killed
 
 _context: ForkServerContext | SpawnContext | None = None
+_context_lock = threading.Lock()  # the first process stages may start at once
 
 
 def _get_context(modules: tuple[str, ...]) -> ForkServerContext | SpawnContext:
@@ -69,15 +72,36 @@ def _get_context(modules: tuple[str, ...]) -> ForkServerContext | SpawnContext:
     # children do not (the modules of a script run as __main__ are imported
     # in each child: multiprocessing's preload of "__main__" does nothing).
     global _context
-    if _context is None:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            forkserver = multiprocessing.get_context("forkserver")
-            # Has effect only if the fork server is not running yet.
-            forkserver.set_forkserver_preload(["pipeline", *modules])
-            _context = forkserver
+    with _context_lock:
+        if _context is None:
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                forkserver = multiprocessing.get_context("forkserver")
+                if not sys.flags.ignore_environment:
+                    # Has effect only if the fork server is not running yet.
+                    forkserver.set_forkserver_preload(["pipeline", *modules])
+                    _start_fork_server()
+                _context = forkserver
+            else:
+                _context = multiprocessing.get_context("spawn")
+        return _context
+
+
+def _start_fork_server() -> None:
+    # The fork server imports its preloads before it applies this program's
+    # sys.path (CPython 3.11 to 3.13), so it would import the copy of a module
+    # its default path finds: an installed release, where this program runs a
+    # checkout. It gets this program's path as PYTHONPATH while it starts.
+    from multiprocessing import forkserver  # noqa: PLC0415 (POSIX only)
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(entry or os.getcwd() for entry in sys.path)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
         else:
-            _context = multiprocessing.get_context("spawn")
-    return _context
+            os.environ["PYTHONPATH"] = saved
 
 
 def stage_modules(stage: PipelineStage[Any, Any]) -> tuple[str, ...]:
