@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from pipeline import INTERRUPT_GRACE, Pipeline, PipelineInterrupted, PipelineStage
+import pipeline._run
+from pipeline import INTERRUPT_GRACE, Pipeline, PipelineInterrupted, PipelineStage, PipelineTimeout
 from tests.helpers import WAIT, Join
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -647,3 +648,27 @@ def test_ctrl_c_in_an_example_exits_130_with_a_message_and_the_partial_report(
         "interrupted (Ctrl-C): the run was stopped; partial report below"
     ]
     assert "=== VERIFICATION REPORT ===" in out
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_waits_in_slices_deliver_the_same_outputs_and_timeouts(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a free-threaded build does (see pipeline._run.SLICED_WAITS), on any build.
+    monkeypatch.setattr(pipeline._run, "SLICED_WAITS", True)
+    monkeypatch.setattr(pipeline._run, "_WAIT_SLICE", 0.01)
+
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    slow = Pipeline[float]().map(nap)
+    items = [0.03] * 3
+    if mode == "run":
+        assert slow.run(items).outputs == items
+        with pytest.raises(PipelineTimeout):
+            slow.run([0.03] * 100, timeout=0.1)
+    else:
+        assert list(slow.stream(items)) == items
+        with pytest.raises(PipelineTimeout):
+            list(slow.stream([0.03] * 100, timeout=0.1))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import _thread
 import copy
+import sysconfig
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -87,6 +88,17 @@ SOURCE_GRACE = 0.25
 """Seconds a cancelled run waits for a feeder thread blocked inside the source."""
 
 _JOIN_SLICE = 0.05  # joins wake this often to see whether to stop waiting
+
+SLICED_WAITS = sysconfig.get_config_var("Py_GIL_DISABLED") == 1
+"""Whether the main thread waits for outputs in slices rather than in one wait.
+
+On a free-threaded CPython 3.13, a SIGINT that lands while a lock acquisition
+spins before it sleeps is flagged but does not wake the sleep, so an untimed
+wait would never run the Ctrl-C handler; a wait that wakes every
+``_WAIT_SLICE`` seconds runs it then. With the GIL, one untimed wait is
+cheaper for a lone item's round trip, and a signal always wakes it.
+"""
+_WAIT_SLICE = 0.1
 
 
 @dataclass(slots=True)
@@ -395,6 +407,8 @@ class Run:
         if deadline is not None and monotonic() >= deadline:
             self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
         try:
+            if SLICED_WAITS:
+                return self._get_outputs_in_slices(deadline)
             return self.queues[-1]._get_batch(MAX_BATCH, deadline)
         except ShutDown:
             self._finish()
@@ -411,7 +425,7 @@ class Run:
         final = self.queues[-1]
         if deadline is not None and monotonic() >= deadline:
             self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
-        if not final._wait_for_shutdown(deadline):
+        if not self._wait_for_end(deadline):
             self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
         if not self._finish():
             return []  # cancelled: what the output queue held is counted there
@@ -423,6 +437,30 @@ class Run:
             pass
         self.delivered = len(outputs)
         return outputs
+
+    def _get_outputs_in_slices(self, deadline: float | None) -> list[Any]:
+        # _get_batch, woken every _WAIT_SLICE seconds (see SLICED_WAITS).
+        while True:
+            wake = monotonic() + _WAIT_SLICE
+            try:
+                return self.queues[-1]._get_batch(
+                    MAX_BATCH, wake if deadline is None else min(wake, deadline)
+                )
+            except Empty:
+                if deadline is not None and monotonic() >= deadline:
+                    raise
+
+    def _wait_for_end(self, deadline: float | None) -> bool:
+        # Wait for the output queue's end; False if the deadline came first.
+        final = self.queues[-1]
+        if not SLICED_WAITS:
+            return final._wait_for_shutdown(deadline)
+        while True:
+            wake = monotonic() + _WAIT_SLICE
+            if final._wait_for_shutdown(wake if deadline is None else min(wake, deadline)):
+                return True
+            if deadline is not None and monotonic() >= deadline:
+                return False
 
     # -- the outcome ----------------------------------------------------------------
 
