@@ -7,6 +7,7 @@ this Python, ``-m slow`` runs many on every Python the machine has.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -527,12 +528,22 @@ def interrupt(
         if again is not None:
             time.sleep(again)
             send()
-        code = process.wait(timeout=WAIT)
+        try:
+            code = process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {WAIT} s after SIGINT; stdout: {''.join(out)[-2000:]!r}; "
+                f"stderr: {''.join(err)[-3000:]!r}"
+            ) from None
         took = time.monotonic() - sent
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(WAIT)
+        if group:
+            # Its children too: they hold the pipes open.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         for reader in readers:
             reader.join(WAIT)
         for pipe in (process.stdout, process.stderr):
