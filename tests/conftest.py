@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# A job started in the background of a shell (`.ci/run &`) inherits SIGINT
+# ignored, and so would every Python it starts: the Ctrl-C tests need the
+# disposition a terminal gives, Python's default handler.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Thread scheduling makes run times noisy: no per-example deadline. CI runs
 # more examples than a developer's quick loop.
