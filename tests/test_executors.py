@@ -618,3 +618,30 @@ def test_worker_processes_import_the_copy_of_the_library_the_program_runs(
     assert done.returncode == 0, done.stderr
     parent, child = done.stdout.split()
     assert parent == child == str(copy / "pipeline" / "__init__.py")
+
+
+def test_without_cloudpickle_a_function_of_python_c_is_refused_at_add() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["cloudpickle"] = None
+        from pipeline import Pipeline
+        def f(x):
+            return x
+        try:
+            Pipeline().map(f, executor="process")
+        except TypeError as error:
+            print(error)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "defined in a __main__ that worker processes cannot import" in done.stdout
+    assert "install cloudpickle" in done.stdout

@@ -137,7 +137,22 @@ def dumps_stage(stage: PipelineStage[Any, Any], name: str) -> bytes:
             f"stage {name!r} cannot be sent to a worker process (executor='process'): "
             f"{_short_str(exc)}. {how}"
         ) from None
+    if dumps is pickle.dumps and _from_unimportable_main(stage):
+        # pickle sends it by name, and a worker cannot import a __main__
+        # that has no file (python -c, a notebook, the interactive prompt).
+        raise TypeError(
+            f"stage {name!r} cannot be sent to a worker process (executor='process'): "
+            f"it is defined in a __main__ that worker processes cannot import. {how}"
+        )
     return payload
+
+
+def _from_unimportable_main(stage: PipelineStage[Any, Any]) -> bool:
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__file__", None) is not None:
+        return False
+    _, call = kind_of(stage)
+    return "__main__" in {type(stage).__module__, getattr(call, "__module__", None)}
 
 
 def end_process(child: BaseProcess) -> None:
