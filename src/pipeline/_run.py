@@ -452,9 +452,10 @@ class Run:
 
     def _wait_for_end(self, deadline: float | None) -> bool:
         # Wait for the output queue's end; False if the deadline came first.
+        # Always in slices: run() waits for the whole run anyway, and a SIGINT
+        # flagged without waking the wait (seen on 3.12 too, rarely) is then
+        # handled within a slice.
         final = self.queues[-1]
-        if not SLICED_WAITS:
-            return final._wait_for_shutdown(deadline)
         while True:
             wake = monotonic() + _WAIT_SLICE
             if final._wait_for_shutdown(wake if deadline is None else min(wake, deadline)):
