@@ -82,6 +82,14 @@ def _seconds(run: Callable[[], list[int]], expected: list[int]) -> Callable[[], 
     return timed
 
 
+def _measure(
+    variants: dict[str, Callable[[], list[int]]], expected: list[int], config: Config
+) -> dict[str, list[float]]:
+    # Seconds per variant, interleaved round by round, each warmed up once.
+    timed = {name: _seconds(run, expected) for name, run in variants.items()}
+    return interleave(timed, config.repeat, warmups=timed)
+
+
 def _gil_enabled() -> bool:
     check = getattr(sys, "_is_gil_enabled", None)
     return True if check is None else bool(check())
@@ -128,11 +136,7 @@ def cpu_bound(config: Config) -> ScenarioResult:
         )
     if not _gil_enabled():
         variants["thread w=2"] = lambda: Pipeline[int]().map(spin, workers=2).run(items).outputs
-    samples = interleave(
-        {name: _seconds(run, expected) for name, run in variants.items()},
-        config.repeat,
-        warmups={name: _seconds(run, expected) for name, run in variants.items()},
-    )
+    samples = _measure(variants, expected, config)
     took = {name: median(values) for name, values in samples.items()}
     base = "1 thread worker"
     ours = "process w=2"
@@ -173,11 +177,7 @@ def process_cheap(config: Config) -> ScenarioResult:
     unit = "s"
     variants = _variants(items, CHEAP_CHUNKSIZES)
     del variants["1 thread worker"]
-    samples = interleave(
-        {name: _seconds(run, expected) for name, run in variants.items()},
-        config.repeat,
-        warmups={name: _seconds(run, expected) for name, run in variants.items()},
-    )
+    samples = _measure(variants, expected, config)
     took = {name: median(values) for name, values in samples.items()}
     pools = [f"ProcessPoolExecutor.map chunksize={c}" for c in CHEAP_CHUNKSIZES]
     best = min(pools, key=lambda name: took[name])

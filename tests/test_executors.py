@@ -152,6 +152,14 @@ def flaky(folder: Path, x: int) -> int:
     return x
 
 
+def _python(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run this Python with ``args`` in ``cwd``; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=WAIT * 3, cwd=cwd,
+        check=False,
+    )  # fmt: skip
+
+
 def _gone(pid: int) -> bool:
     """Whether ``pid`` has left the process table (or is a zombie about to), within WAIT."""
     deadline = time.monotonic() + WAIT
@@ -568,14 +576,7 @@ def test_a_script_without_a_main_guard_gets_told_what_to_do(tmp_path: Path) -> N
     script.write_text(
         "from pipeline import Pipeline\nPipeline().map(abs, executor='process').run([-1])\n"
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        cwd=ROOT,
-        check=False,
-    )
+    done = _python([str(script)], cwd=ROOT)
     assert done.returncode == 1
     assert "if __name__ == '__main__':" in done.stderr
     assert "StageError" in done.stderr
@@ -607,14 +608,7 @@ def test_worker_processes_import_the_copy_of_the_library_the_program_runs(
     shutil.copytree(ROOT / "src" / "pipeline", copy / "pipeline")
     script = tmp_path / "where.py"
     script.write_text(WHERE_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        cwd=tmp_path,
-        check=False,
-    )
+    done = _python([str(script), str(copy)], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     parent, child = done.stdout.split()
     assert parent == child == str(copy / "pipeline" / "__init__.py")
@@ -634,14 +628,7 @@ def test_without_cloudpickle_a_function_of_python_c_is_refused_at_add() -> None:
             print(error)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=WAIT * 3,
-        cwd=ROOT,
-        check=False,
-    )
+    done = _python(["-c", code], cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "defined in a __main__ that worker processes cannot import" in done.stdout
     assert "install cloudpickle" in done.stdout

@@ -90,13 +90,15 @@ SOURCE_GRACE = 0.25
 _JOIN_SLICE = 0.05  # joins wake this often to see whether to stop waiting
 
 SLICED_WAITS = sysconfig.get_config_var("Py_GIL_DISABLED") == 1
-"""Whether the main thread waits for outputs in slices rather than in one wait.
+"""Whether a stream's ``next()`` waits for outputs in slices rather than in one wait.
 
 On a free-threaded CPython 3.13, a SIGINT that lands while a lock acquisition
 spins before it sleeps is flagged but does not wake the sleep, so an untimed
 wait would never run the Ctrl-C handler; a wait that wakes every
 ``_WAIT_SLICE`` seconds runs it then. With the GIL, one untimed wait is
-cheaper for a lone item's round trip, and a signal always wakes it.
+cheaper for a lone item's round trip, and the signal wakes it but, once seen
+on 3.12, rarely: ``run()``, which waits for the whole run anyway, always
+waits in slices.
 """
 _WAIT_SLICE = 0.1
 
