@@ -154,6 +154,40 @@ def test_closing_a_stream_from_another_thread_ends_the_consumers_loop(source: st
     assert _new_threads(before | {consumer.thread}) == []
 
 
+class StopsWhenReleased(PipelineStage[int]):
+    """A stage whose on_stop holds the end of the run until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = threading.Event()
+        self.release = threading.Event()
+
+    def process(self, item: int) -> int:
+        return item
+
+    def on_stop(self) -> None:
+        self.stopping.set()
+        self.release.wait(WAIT)
+
+
+def test_a_next_while_another_thread_closes_the_stream_ends_the_stream() -> None:
+    # The window a free-threaded build hit in CI: the consumer calls next()
+    # while another thread's close() is still joining the run's threads.
+    stage = StopsWhenReleased()
+    before = set(threading.enumerate())
+    outputs = Pipeline[int]().add(stage).stream(range(10**6))
+    assert next(outputs) == 0
+    closer = Join(outputs.close, name="test-closer")
+    assert stage.stopping.wait(WAIT)
+    with pytest.raises(StopIteration):
+        next(outputs)
+    stage.release.set()
+    closer.join()
+    assert outputs.report is not None
+    assert outputs.report.status == "closed"
+    assert _new_threads(before) == []
+
+
 def test_a_stream_closed_before_its_first_next_has_a_report_of_nothing_read() -> None:
     outputs = Pipeline[int]().map(abs).stream(range(10))
     outputs.close()

@@ -145,6 +145,7 @@ class Stream(Generic[T]):
     def __init__(self, outputs: Iterator[T], state: _StreamState) -> None:
         self._outputs = outputs
         self._state = state
+        self._closing = False  # close() is closing the generator in its thread
 
     @property
     def report(self) -> PipelineReport | None:
@@ -155,7 +156,15 @@ class Stream(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        return next(self._outputs)
+        try:
+            return next(self._outputs)
+        except ValueError as exc:
+            # A next() that arrives while another thread's close() runs the
+            # generator's cleanup (a real window on a free-threaded build)
+            # finds it "already executing": the stream is ending, so end it.
+            if self._closing and "already executing" in str(exc):
+                raise StopIteration from None
+            raise
 
     def close(self) -> None:
         """Stop the run; from the consuming thread, also join its threads. Idempotent."""
@@ -164,6 +173,7 @@ class Stream(Generic[T]):
         if getattr(outputs, "gi_running", False):
             self._close_from_another_thread()
             return
+        self._closing = True
         try:
             getattr(outputs, "close", lambda: None)()
         except ValueError:  # "generator already executing": it started meanwhile
