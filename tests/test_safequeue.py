@@ -38,7 +38,6 @@ from pipeline import (
 from tests.helpers import WAIT
 from tests.test_safequeue_contract import (
     SHORT,
-    TRIGGER_DELAY,
     HookFailedError,
     LifoSafeQueue,
     ThreadCall,
@@ -777,118 +776,7 @@ def test_producer_repr_says_whether_it_is_open() -> None:
     assert repr(p) == "<Producer closed on <SafeQueue size=0 maxsize=0 shutdown>>"
 
 
-# -- the ordered hand-off ------------------------------------------------------------------
-
-
-def test_get_many_ticketed_numbers_the_batches_in_the_order_taken() -> None:
-    q = SafeQueue[int]()
-    q.put_many(range(5))
-    assert q._get_many_ticketed(2) == (0, [0, 1])
-    assert q._get_many_ticketed(2) == (1, [2, 3])
-    assert q._get_many_ticketed(2) == (2, [4])
-    assert q.stats().gets == 5
-
-
-def test_get_many_ticketed_blocks_until_an_item_arrives() -> None:
-    q = SafeQueue[int]()
-    got = do_blocking_test(q, lambda: q._get_many_ticketed(3), lambda: q.put(7), "get")
-    assert got == (0, [7])
-
-
-@pytest.mark.parametrize("immediate", [False, True])
-def test_get_many_ticketed_raises_shutdown_once_shut_down_and_empty(immediate: bool) -> None:
-    q = SafeQueue[int]()
-    q.put(1)
-    q.shutdown(immediate=immediate)
-    if not immediate:
-        assert q._get_many_ticketed(3) == (0, [1])
-    with pytest.raises(ShutDown):
-        run_in_thread(lambda: q._get_many_ticketed(3))
-    fresh = SafeQueue[int]()
-    with pytest.raises(ShutDown):
-        do_blocking_test(
-            fresh,
-            lambda: fresh._get_many_ticketed(3),
-            lambda: fresh.shutdown(immediate=immediate),
-            "get",
-        )
-
-
-def test_batches_handed_on_out_of_order_come_out_in_ticket_order() -> None:
-    q = SafeQueue[str]()
-    q._put_many_in_turn(2, ["e"], window=8)
-    q._put_many_in_turn(1, ["c", "d"], window=8)
-    assert q.empty()  # early batches are parked, not queued
-    q._put_many_in_turn(0, ["a", "b"], window=8)
-    assert q.get_many(10, timeout=0) == ["a", "b", "c", "d", "e"]
-    q._put_many_in_turn(3, ["f"], window=8)  # the turn moved on to 3
-    assert q.get_many(10, timeout=0) == ["f"]
-    assert q.stats().puts == 6
-
-
-def test_an_empty_batch_still_takes_its_turn() -> None:
-    q = SafeQueue[str]()
-    q._put_many_in_turn(1, ["b"], window=4)
-    q._put_many_in_turn(0, [], window=4)
-    assert q.get_many(10, timeout=0) == ["b"]
-
-
-def test_a_ticket_less_than_a_window_ahead_is_parked_without_waiting() -> None:
-    q = SafeQueue[str]()
-    run_in_thread(lambda: q._put_many_in_turn(2, ["c"], window=3))
-    assert q.empty()
-
-
-def test_a_ticket_a_window_ahead_waits_until_the_turn_advances() -> None:
-    q = SafeQueue[str]()
-    fired = Trigger()
-    waiter = ThreadCall(
-        lambda: q._put_many_in_turn(2, ["c"], window=1), name="ticket_2", trigger=fired
-    ).start()
-    waiter.thread.join(TRIGGER_DELAY)
-    assert waiter.thread.is_alive(), "ticket 2 went ahead with the turn at 0 and window 1"
-    q._put_many_in_turn(0, ["a"], window=1)
-    waiter.thread.join(TRIGGER_DELAY)
-    assert waiter.thread.is_alive(), "ticket 2 went ahead with the turn at 1 and window 1"
-    fired.fire()
-    q._put_many_in_turn(1, ["b"], window=1)
-    waiter.result()
-    assert q.get_many(10, timeout=0) == ["a", "b", "c"]
-
-
-def test_a_window_waiter_parks_its_batch_once_the_turn_comes_close_enough() -> None:
-    q = SafeQueue[str]()
-    do_blocking_test(
-        q,
-        lambda: q._put_many_in_turn(2, ["c"], window=2),
-        lambda: q._put_many_in_turn(0, ["a"], window=2),
-        waiting="other",
-    )
-    assert list(q.queue) == ["a"]  # "c" is parked: the turn is at 1
-    q._put_many_in_turn(1, ["b"], window=2)
-    assert q.get_many(10, timeout=0) == ["a", "b", "c"]
-
-
-def test_immediate_shutdown_wakes_a_window_waiter_which_counts_its_batch_refused() -> None:
-    q = SafeQueue[str]()
-    do_blocking_test(
-        q,
-        lambda: q._put_many_in_turn(5, ["f", "g"], window=2),
-        lambda: q.shutdown(immediate=True),
-        waiting="other",
-    )
-    assert q._books() == (2, 0, 0)  # refused, discarded, left
-
-
-def test_parked_batches_are_counted_as_left_then_as_discarded_at_an_immediate_shutdown() -> None:
-    q = SafeQueue[str]()
-    q._put_many_in_turn(1, ["b", "c"], window=4)
-    q._put_many_in_turn(2, ["d"], window=4)
-    assert q._books() == (0, 0, 3)
-    q.shutdown(immediate=True)
-    assert q._books() == (0, 3, 0)
-    q._put_many_in_turn(0, ["a"], window=4)  # after the shutdown: refused, not parked
-    assert q._books() == (1, 3, 0)
+# -- the runner's batch hand-off ----------------------------------------------------------
 
 
 def test_put_batch_counts_what_a_shut_down_queue_did_not_take() -> None:
@@ -897,42 +785,6 @@ def test_put_batch_counts_what_a_shut_down_queue_did_not_take() -> None:
     do_blocking_test(q, lambda: q._put_batch([2, 3, 4]), q.shutdown, "put")
     assert list(q.queue) == [1, 2]
     assert q._books() == (2, 0, 2)
-
-
-def test_the_turn_holder_waits_for_room_and_then_hands_on_the_parked_batches() -> None:
-    q = SafeQueue[str](maxsize=2)
-    q._put_many_in_turn(1, ["d", "e"], window=4)
-    drained: list[str] = []
-
-    def drain() -> None:
-        while len(drained) < 5:
-            drained.extend(q.get_many(5, timeout=WAIT))
-
-    do_blocking_test(q, lambda: q._put_many_in_turn(0, ["a", "b", "c"], window=4), drain, "put")
-    assert drained == ["a", "b", "c", "d", "e"]
-
-
-def test_several_workers_hand_their_batches_on_in_input_order() -> None:
-    upstream = SafeQueue[int]()
-    downstream = SafeQueue[int](maxsize=4)
-    upstream.put_many(range(500))
-    upstream.shutdown()
-
-    def worker() -> int:
-        batches = 0
-        while True:
-            try:
-                ticket, batch = upstream._get_many_ticketed(7)
-            except ShutDown:
-                return batches
-            downstream._put_many_in_turn(ticket, [x * 2 for x in batch], window=8)
-            batches += 1
-
-    workers = start_threads([worker] * 4, "worker")
-    out = [promptly(lambda: downstream.get(timeout=WAIT)) for _ in range(500)]
-    results_of(workers)
-    assert out == [x * 2 for x in range(500)]
-    assert downstream.empty()
 
 
 # -- a wake-up is never lost, whatever interrupts a notify -----------------------------

@@ -541,7 +541,6 @@ class Pipeline(Generic[In, Out]):
             outputs: list[Out] = []
             try:
                 try:
-                    run.claim_source()
                     run.start()
                     outputs = run.collect(deadline)
                 except BaseException as exc:
@@ -603,7 +602,6 @@ class Pipeline(Generic[In, Out]):
             self._register(run)
             closing = False
             try:
-                run.claim_source()
                 run.start()
                 take = run.next_outputs
                 while batch := take(deadline):

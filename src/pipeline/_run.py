@@ -52,6 +52,7 @@ from ._exceptions import (
     _short_str,
 )
 from ._executors import worker_handle
+from ._ordering import ReorderWindow
 from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
 from ._safequeue import Empty, Producer, SafeQueue
 from ._source import SourceReader, feed
@@ -152,12 +153,19 @@ class Run:
             self.queues += [_new_queue(spec.maxsize) for spec in specs[1:]]
             self.queues.append(_new_queue(final_maxsize))
         self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
+        # An ordered stage with several workers hands its outputs on through a
+        # window that puts them back in input order (see _ordering).
+        self.windows = [
+            ReorderWindow(self.queues[i], self.queues[i + 1], 2 * spec.workers)
+            if spec.ordered and spec.workers > 1
+            else None
+            for i, spec in enumerate(specs)
+        ]
         self.reader: SourceReader | None = None
         self.threads: list[_Thread] = []
         # Every worker process of a process stage, as it is started: the run
         # ends any that is still there once its threads are joined.
         self.processes: list[BaseProcess] = []
-        self.claimed = False
         self.delivered = 0  # outputs handed to the caller; written by the consumer only
         self.undelivered = 0  # outputs the consumer took but did not hand out
         self.left_running: list[str] = []
@@ -209,6 +217,9 @@ class Run:
             # A queue source is the caller's: shut it without discarding what
             # is left in it; its blocked getters wake as it is empty.
             queue.shutdown(immediate=queue is not self.source)
+        for window in self.windows:
+            if window is not None:
+                window.close()
 
     def _finish(self) -> bool:
         # The last output is in: from now on nothing can cancel the run.
@@ -248,20 +259,6 @@ class Run:
             self.cancel("interrupted", PipelineInterrupted())
         finally:
             done.release()
-
-    def claim_source(self) -> None:
-        """Reserve a queue source's ordered hand-off for this run, if it needs one.
-
-        Raises :class:`PipelineStateError`, with no side effect, if another run
-        holds it. Call before :meth:`start`, outside the cancel-on-error block.
-        """
-        if isinstance(self.source, SafeQueue) and self.specs:
-            first = self.specs[0]
-            if first.ordered and first.workers > 1:
-                # Batches are numbered from the source queue's ticket count,
-                # which earlier runs may have advanced.
-                self.queues[1]._turn = self.source._claim_tickets(self)
-                self.claimed = True
 
     # -- threads ------------------------------------------------------------------
 
@@ -350,6 +347,7 @@ class Run:
                     self,
                     self.recorders[index][number],
                     state,
+                    self.windows[index],
                 )
                 plans.append((f"{spec.name}-{number + 1}", run_worker, args, state))
         return plans
@@ -367,8 +365,6 @@ class Run:
             self._join(record)
         if self._canceller is not None and self._canceller.acquire(timeout=_JOIN_SLICE * 20):
             self._canceller.release()
-        if self.claimed and isinstance(self.source, SafeQueue):
-            self.source._release_tickets(self)
         if self.processes:
             from ._process import end_process  # noqa: PLC0415 (imported by then)
 
@@ -484,6 +480,8 @@ class Run:
         for index, spec in enumerate(self.specs):
             ours = not (index == 0 and direct)  # a queue source's leftovers are the caller's
             refused, discarded, left = self.queues[index]._books() if ours else (0, 0, 0)
+            if index and (window := self.windows[index - 1]) is not None:
+                left += window.held()  # emitted upstream, not yet in this stage's queue
             stage = StageReport.from_recorders(
                 spec.name,
                 arrived,
@@ -495,6 +493,8 @@ class Run:
             arrived = stage.emitted
         ours = bool(self.specs) or not direct
         refused, discarded, left = self.queues[-1]._books() if ours else (0, 0, 0)
+        if self.windows and (window := self.windows[-1]) is not None:
+            left += window.held()
         undelivered = self.undelivered + refused + discarded + left
         status: RunStatus = self.outcomes[0][0] if self.outcomes else "completed"
         error = None

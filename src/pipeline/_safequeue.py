@@ -1,17 +1,23 @@
 """SafeQueue: a bounded, thread-safe FIFO built on one lock and its conditions.
 
-This is the only module of the library that owns a lock. Everything else
-synchronises by putting into and getting from a :class:`SafeQueue`.
+Items move between threads only through a :class:`SafeQueue`. The few other
+locks of the library each guard one small thing where it lives: a run's
+outcome and a pipeline's registry of runs (:mod:`pipeline._run`,
+:mod:`pipeline._pipeline`), the line of a multi-worker ordered stage
+(:mod:`pipeline._ordering`), and the start of the worker-process machinery
+(:mod:`pipeline._process`).
 
 Compared with ``queue.Queue`` it adds what pipelines need: producer handles
 whose last close ends the stream, batch ``put_many`` / ``get_many``, and cheap
 always-on statistics. The single-item methods keep ``queue.Queue``'s exact
 semantics (CPython 3.13's, ``shutdown()`` included) on every supported Python.
 
-Past 400 lines because it also hosts the runner's batch hand-off and the
-ordered hand-off (tickets, turns, parking) of multi-worker stages; the
-executors work moves ordering into the runner as a bounded window of
-in-flight results, which takes that part out of the queue.
+Past 400 lines because ``queue.Queue``'s whole contract is here (every
+method, ``shutdown()``, the subclass hooks, a wake-up that is never lost
+whatever interrupts a notify), plus the producers, the batch methods and the
+statistics; the runner's batch hand-off (``_get_batch``, ``_put_batch``) is
+the queue's own fast path. The ordered hand-off of multi-worker stages is
+not here: it is :mod:`pipeline._ordering`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from queue import Empty, Full  # the standard library's own, so `except queue.Em
 from time import monotonic
 from typing import Any, Generic, TypeVar
 
-from ._exceptions import PipelineStateError, ProducerError, ShutDown
+from ._exceptions import ProducerError, ShutDown
 from ._validate import check_int
 
 __all__ = ["Empty", "Full", "Producer", "QueueStats", "SafeQueue"]
@@ -173,8 +179,6 @@ class SafeQueue(Generic[T]):
         self.not_full = threading.Condition(self.mutex)
         # all_tasks_done: unfinished_tasks reached zero; join() waits.
         self.all_tasks_done = threading.Condition(self.mutex)
-        # turn_taken: an ordered hand-off advanced (see _put_many_in_turn).
-        self._turn_taken = threading.Condition(self.mutex)
         # shut: the queue shut down; _wait_for_shutdown waits.
         self._shut = threading.Condition(self.mutex)
         self.unfinished_tasks = 0
@@ -193,18 +197,12 @@ class SafeQueue(Generic[T]):
         self._puts = 0
         self._gets = 0
         self._discarded = 0
-        # Items a runner offered (_put_batch, _put_many_in_turn) after the
+        # Items a runner offered (_put_batch) after the
         # queue shut down: the queue never took them, and a run's books count
         # them here, where they stopped.
         self._refused = 0
         self._put_blocked = 0.0
         self._get_blocked = 0.0
-        # Ordered hand-off: tickets numbered by _get_many_ticketed on this
-        # queue, turns consumed by _put_many_in_turn on the downstream queue.
-        self._tickets = 0
-        self._turn = 0
-        self._parked: dict[int, list[T]] = {}
-        self._ticket_holder: object = None
         # Set by _fit_maxsize_to_first_item: the bytes that maxsize items of
         # the first item's size should come to (0: maxsize stays as it is).
         self._fit_bytes = 0
@@ -535,66 +533,7 @@ class SafeQueue(Generic[T]):
     def _books(self) -> tuple[int, int, int]:
         # (refused, discarded, left in the queue), consistent as of one instant.
         with self.mutex:
-            parked = sum(len(batch) for batch in self._parked.values())
-            return self._refused, self._discarded, self._qsize() + parked
-
-    # -- the ordered hand-off used by multi-worker ordered stages ---------------
-    # A worker takes a numbered batch from its input queue (a ticket) and, when
-    # done, hands its outputs to the downstream queue with that ticket. The
-    # downstream queue puts batches in ticket order: a batch that is early is
-    # parked, and whoever puts the batch whose turn it is puts the parked
-    # successors too. A worker whose ticket is `window` or more ahead of the
-    # turn waits, so a slow head batch applies backpressure instead of growing
-    # the parking area without bound. Once the queue is shut down, a batch is
-    # refused rather than parked, and the parked ones are discarded, both
-    # counted.
-
-    def _claim_tickets(self, holder: object) -> int:
-        # Reserve ticketed consumption for one holder (a run) and return the
-        # first ticket it will get: two ordered consumers drawing from one
-        # counter would each wait for tickets the other took.
-        with self.mutex:
-            if self._ticket_holder is not None:
-                message = "this SafeQueue already feeds an ordered multi-worker stage of a run"
-                raise PipelineStateError(message)
-            self._ticket_holder = holder
-            return self._tickets
-
-    def _release_tickets(self, holder: object) -> None:
-        with self.mutex:
-            if self._ticket_holder is holder:
-                self._ticket_holder = None
-
-    def _get_many_ticketed(self, max_items: int) -> tuple[int, list[T]]:
-        with self.mutex:
-            if not self._qsize():
-                if self.is_shutdown:
-                    raise ShutDown(_GET_ON_SHUT_DOWN)
-                self._wait_for_items(None)
-            ticket = self._tickets
-            self._tickets = ticket + 1
-            return ticket, self._take_locked(max_items)
-
-    def _put_many_in_turn(self, ticket: int, items: list[T], window: int) -> None:
-        with self.mutex:
-            while ticket - self._turn >= window and not self.is_shutdown:
-                self._turn_taken.wait()
-            if self.is_shutdown:
-                self._refused += len(items)
-                return
-            if ticket != self._turn:
-                self._parked[ticket] = items
-                return
-            batch: list[T] | None = items
-            while batch is not None:
-                if batch:
-                    taken = self._put_many_locked(batch, None)
-                    if taken < len(batch):  # shut down meanwhile; the parked are discarded
-                        self._refused += len(batch) - taken
-                        return
-                self._turn += 1
-                self._turn_taken.notify_all()
-                batch = self._parked.pop(self._turn, None)
+            return self._refused, self._discarded, self._qsize()
 
     def _fit_maxsize_to_first_item(self, budget_bytes: int, least: int) -> None:
         # Let the first item put lower maxsize to about `budget_bytes` worth
@@ -785,13 +724,9 @@ class SafeQueue(Generic[T]):
                 self._discarded += 1
                 if self.unfinished_tasks > 0:
                     self.unfinished_tasks -= 1
-            for batch in self._parked.values():
-                self._discarded += len(batch)
-            self._parked.clear()
             self.all_tasks_done.notify_all()
         self.not_empty.notify_all()
         self.not_full.notify_all()
-        self._turn_taken.notify_all()
         self._shut.notify_all()
 
     def _release_producer(self, handle: Producer[T]) -> None:

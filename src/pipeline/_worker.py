@@ -35,6 +35,7 @@ from ._stage import Inbox, StageKind, StageSpec, Supervisor, WorkerState, next_b
 
 if TYPE_CHECKING:
     from ._executors import WorkerHandle
+    from ._ordering import ReorderWindow, Slot
 
 __all__ = ["BatchRunner", "run_worker"]
 
@@ -73,7 +74,7 @@ class BatchRunner:
     """
 
     __slots__ = ("cap", "give", "name", "on_error", "process", "recorder", "retry",
-                 "supervisor", "target_ns", "ticket")  # fmt: skip
+                 "slot", "supervisor", "target_ns")  # fmt: skip
 
     def __init__(
         self,
@@ -93,7 +94,7 @@ class BatchRunner:
         self.give = give
         self.target_ns = target_ns  # how long one batch should take
         self.cap = 1  # the first batch measures the cost per item
-        self.ticket = 0  # the batch's place in line, for an ordered hand-off
+        self.slot: Slot | None = None  # the batch's place in line, for an ordered hand-off
 
     def run(self, batch: list[Any]) -> None:
         """Process ``batch``, apply the outcome and hand the outputs on."""
@@ -214,11 +215,14 @@ def run_worker(
     supervisor: Supervisor,
     recorder: StageRecorder,
     state: WorkerState,
+    window: ReorderWindow | None = None,
 ) -> None:
     """Run one worker of a stage until its input ends or the run is cancelled.
 
     Calls the hooks (wherever the handle runs the stage), moves batches from
-    ``inbox`` through the stage into ``outbox``, and always closes ``outbox``
+    ``inbox`` through the stage into ``outbox`` (through ``window``, which
+    keeps them in input order, for an ordered stage with several workers),
+    and always closes ``outbox``
     (the last worker to close it ends the downstream stream). Errors go to
     ``supervisor.fail``; nothing escapes, whatever user code raises.
     """
@@ -238,7 +242,7 @@ def run_worker(
                     raise TypeError("a batch stage needs a SafeQueue inbox")
                 _batch_loop(spec, inbox, outbox, supervisor, recorder)
             else:
-                _item_loop(spec, handle, inbox, outbox, supervisor, recorder)
+                _item_loop(spec, handle, inbox, outbox, supervisor, recorder, window)
         except _Abort:
             pass
         except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
@@ -262,37 +266,36 @@ def _item_loop(
     outbox: Producer[Any],
     supervisor: Supervisor,
     recorder: StageRecorder,
+    window: ReorderWindow | None,
 ) -> None:
     # The hot loop: one get, then the runner has the batch processed and
     # hands it on; a lone item's latency pays for every line here. The batch
     # is counted as taken before any user code sees it.
-    downstream = outbox.queue
     target = handle.batch_target_ns
-    if spec.ordered and spec.workers > 1 and isinstance(inbox, SafeQueue):
-        # Batches are numbered as they are taken and handed on in that order.
-        # Up to `window` finished batches may wait for an earlier one; then
-        # the worker itself waits: a bounded reorder window.
-        window = 2 * spec.workers
-        in_turn = downstream._put_many_in_turn
+    if window is not None:
+        # Each batch gets its slot in line as it is taken; the window hands
+        # the outputs on in that order.
+        give = window.give
         runner = BatchRunner(
             spec,
             handle.process,
             recorder,
             supervisor,
-            lambda out: in_turn(runner.ticket, out, window),
+            lambda out: give(runner.slot, out),  # type: ignore[arg-type]  # set before any give
             target,
         )
-        ticketed = inbox._get_many_ticketed
+        take_in_line = window.take
         process = runner.run
         try:
             while not supervisor.cancelled:
-                runner.ticket, batch = ticketed(runner.cap)
+                runner.slot, batch = take_in_line(runner.cap)
                 recorder.in_hand = n = len(batch)
                 recorder.taken += n
                 process(batch)
         except ShutDown:
             pass
         return
+    downstream = outbox.queue
     runner = BatchRunner(spec, handle.process, recorder, supervisor, downstream._put_batch, target)
     process = runner.run
     take = inbox._get_batch
