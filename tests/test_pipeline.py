@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import count
 from typing import Any, TypeVar
 
@@ -1026,6 +1027,25 @@ def test_a_shut_down_safequeue_source_is_drained() -> None:
     empty.put_many([7, 8])
     empty.shutdown()
     assert Pipeline[int]().run(empty).outputs == [7, 8]
+
+
+def test_two_ordered_runs_sharing_a_safequeue_source_each_keep_their_items_in_order() -> None:
+    # Each run numbers the batches it takes from the shared queue on its own.
+    source = SafeQueue[int]()
+    pipeline = Pipeline[int]().map(lambda x: x, workers=3)
+    results: list[list[int]] = [[], []]
+
+    def consume(number: int) -> None:
+        results[number] = pipeline.run(source, timeout=WAIT).outputs
+
+    runs = [Join(partial(consume, n), name=f"test-run-{n}") for n in range(2)]
+    source.put_many(range(5000))
+    source.shutdown()
+    for run in runs:
+        run.join()
+    for outputs in results:
+        assert outputs == sorted(outputs)
+    assert sorted(results[0] + results[1]) == list(range(5000))
 
 
 def test_closing_a_stream_shuts_its_safequeue_source_down() -> None:
