@@ -29,17 +29,21 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import logging
 import random
 import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import (
+    BatchStats,
+    DeadLetter,
+    Observer,
     Pipeline,
     PipelineCancelled,
     PipelineInterrupted,
@@ -51,6 +55,7 @@ from pipeline import (
     SafeQueue,
     ShutDown,
     StageError,
+    WorkerInfo,
 )
 from pipeline.stages import FilterStage
 
@@ -561,6 +566,58 @@ class Violation(AssertionError):
     """The run broke a promise; the message says which, with the configuration."""
 
 
+class Ledger(Observer):
+    """An observer that adds up every event per stage, to check them against the report."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.totals: dict[str, Counter[str]] = defaultdict(Counter)
+        self.finished: list[PipelineReport] = []
+
+    def _count(self, stage: str, **counts: int) -> None:
+        with self.lock:
+            self.totals[stage].update(counts)
+
+    def worker_started(self, worker: WorkerInfo) -> None:
+        self._count(worker.stage, started=1)
+
+    def worker_stopped(self, worker: WorkerInfo) -> None:
+        self._count(worker.stage, stopped=1)
+
+    def batch_done(self, worker: WorkerInfo, batch: BatchStats) -> None:
+        if batch.size != batch.completed + batch.failed + batch.abandoned:
+            self._count(worker.stage, broken_batches=1)
+        self._count(
+            worker.stage,
+            size=batch.size,
+            completed=batch.completed,
+            emitted=batch.emitted,
+            dropped=batch.dropped,
+            failed=batch.failed,
+        )
+
+    def item_dead_lettered(self, worker: WorkerInfo, letter: DeadLetter) -> None:
+        self._count(worker.stage, dead=1)
+
+    def run_finished(self, report: PipelineReport) -> None:
+        self.finished.append(report)
+
+
+class FlakyObserver(Observer):
+    """Raises a hostile error at its ``fail_at``-th event: it must be removed, harming nothing."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def batch_done(self, worker: WorkerInfo, batch: BatchStats) -> None:
+        with self.lock:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise HostileRepr
+
+
 @dataclass
 class Result:
     """What one trial saw."""
@@ -599,8 +656,12 @@ def run_trial(seed: int) -> Result:
     if producer is not None:
         producer.start()
     result = Result("completed", None, [])
+    ledger = Ledger()
+    observers: list[Observer] = [ledger]
+    if seed % 4 == 0:
+        observers.insert(0, FlakyObserver(1 + seed % 3))
     try:
-        result = _execute(cfg, pipeline, source, control, state)
+        result = _execute(cfg, pipeline, source, control, state, observers)
     finally:
         _finish_control(control, state, result)
         counter.release.set()
@@ -614,6 +675,7 @@ def run_trial(seed: int) -> Result:
         raise Violation(f"the run hung: {cfg.describe()}")
     try:
         _check(cfg, expected, result, counter, source, hooks, values)
+        _check_ledger(ledger, result, hooks)
         _check_threads(cfg, before, result)
     except AssertionError as exc:
         raise Violation(f"{exc}\n  config: {cfg.describe()}") from exc
@@ -635,6 +697,7 @@ def _execute(  # noqa: PLR0911 (one return per way a run ends)
     source: Iterable[int] | SafeQueue[int],
     control: threading.Thread,
     state: _ControlState,
+    observers: list[Observer],
 ) -> Result:
     received: list[Any] = []
     finished: list[Any] = []  # the run's result, once run() returned
@@ -643,11 +706,11 @@ def _execute(  # noqa: PLR0911 (one return per way a run ends)
             state.running = True
             control.start()
             try:
-                finished.append(pipeline.run(source, timeout=cfg.timeout))
+                finished.append(pipeline.run(source, timeout=cfg.timeout, observers=observers))
             finally:
                 state.running = False
             return Result("completed", finished[0].report, finished[0].outputs)
-        stream = pipeline.stream(source, timeout=cfg.timeout)
+        stream = pipeline.stream(source, timeout=cfg.timeout, observers=observers)
         state.stream = stream
         state.running = True
         control.start()
@@ -837,6 +900,32 @@ def _check(
         assert got == want, "outputs out of order"
 
 
+def _check_ledger(ledger: Ledger, result: Result, hooks: list[_Hooks]) -> None:
+    # The observer saw every event the report was built from: the same
+    # figures per stage, and as many workers started as on_start returned
+    # (the harness counted those calls itself).
+    report = result.report
+    if report is None:
+        assert ledger.finished == [], "run_finished for a run that never started"
+        return
+    if report.left_running:
+        return  # a worker left inside user code has not sent its last events yet
+    if ledger.finished:
+        assert ledger.finished == [report], "run_finished got another report"
+    for index, stage in enumerate(report.stages):
+        seen = ledger.totals[stage.name]
+        assert seen["broken_batches"] == 0, f"{stage.name}: a batch's counts do not add up"
+        figures = (stage.completed, stage.emitted, stage.dropped, stage.failed)
+        observed = (seen["completed"], seen["emitted"], seen["dropped"], seen["failed"])
+        assert observed == figures, (stage.name, observed, figures)
+        assert seen["dead"] == sum(d.stage == stage.name for d in report.dead_letters)
+        assert seen["size"] <= stage.received, (stage.name, seen["size"], stage.received)
+        if index < len(hooks) and ledger.finished:
+            counted = hooks[index]
+            assert seen["started"] <= counted.started, (seen["started"], counted.started)
+            assert seen["stopped"] == stage.workers or seen["stopped"] == seen["started"]
+
+
 def _check_outputs(expected: Expected, received: list[Any], cfg: Config) -> None:
     got = [repr_safe(v) for v in received]
     if cfg.batch is not None:
@@ -902,6 +991,10 @@ def main(argv: list[str] | None = None) -> int:
         print(result.outcome, result.report.to_dict() if result.report else None)
         return 0
     print(f"{sys.version.split()[0]}: soaking from seed {args.first_seed}", flush=True)
+    # Every fourth trial has an observer that raises on purpose; its removal
+    # is logged, which would bury the soak's own lines.
+    logging.getLogger("pipeline").addHandler(logging.NullHandler())
+    logging.getLogger("pipeline").propagate = False
     soak(args.minutes * 60, args.first_seed)
     return 0
 

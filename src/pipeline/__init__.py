@@ -11,6 +11,7 @@ The pieces:
 - :class:`PipelineStage`: subclass it and implement ``process(item)``.
 - :class:`Pipeline`: wires stages with bounded queues, runs each in its own
   worker threads, shuts down cleanly and reports what happened to every item.
+- :class:`Observer`: receives a run's events, for progress, traces, metrics.
 - :mod:`pipeline.stages`: the stages in the box.
 """
 
@@ -24,6 +25,11 @@ from ._exceptions import ShutDown as ShutDown
 from ._exceptions import StageError as StageError
 from ._exceptions import WorkerDied as WorkerDied
 from ._interrupt import INTERRUPT_GRACE as INTERRUPT_GRACE
+from ._observe import BatchStats as BatchStats
+from ._observe import Observer as Observer
+from ._observe import RunInfo as RunInfo
+from ._observe import StageInfo as StageInfo
+from ._observe import WorkerInfo as WorkerInfo
 from ._pipeline import MAX_WORKERS as MAX_WORKERS
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import RunResult as RunResult
@@ -53,9 +59,11 @@ __all__ = [
     "INTERRUPT_GRACE",
     "MAX_WORKERS",
     "MIN_DEFAULT_MAXSIZE",
+    "BatchStats",
     "DeadLetter",
     "Empty",
     "Full",
+    "Observer",
     "OnError",
     "Pipeline",
     "PipelineCancelled",
@@ -69,13 +77,16 @@ __all__ = [
     "ProducerError",
     "QueueStats",
     "Retry",
+    "RunInfo",
     "RunResult",
     "RunStatus",
     "SafeQueue",
     "ShutDown",
     "StageError",
+    "StageInfo",
     "StageOptions",
     "StageReport",
     "Stream",
     "WorkerDied",
+    "WorkerInfo",
 ]

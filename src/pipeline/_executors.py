@@ -44,6 +44,7 @@ __all__ = [
     "ThreadWorker",
     "WorkerHandle",
     "check_executor",
+    "executor_name",
     "has_hooks",
     "worker_handle",
 ]
@@ -175,6 +176,11 @@ def has_hooks(stage: PipelineStage[Any, Any]) -> bool:
     """Whether ``stage`` overrides ``on_start`` or ``on_stop``."""
     cls = type(stage)
     return cls.on_start is not PipelineStage.on_start or cls.on_stop is not PipelineStage.on_stop
+
+
+def executor_name(executor: str | Executor) -> str:
+    """``"thread"``, ``"process"``, or the executor's class name (for reports and observers)."""
+    return executor if isinstance(executor, str) else type(executor).__name__
 
 
 def check_executor(executor: object, stage: PipelineStage[Any, Any], name: str) -> str | Executor:

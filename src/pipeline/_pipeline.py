@@ -28,6 +28,7 @@ from ._compat import RUNTIME_DEFAULTS, fill_defaults
 from ._compat import TypeVar as DefaultTypeVar
 from ._exceptions import PipelineCancelled, PipelineStateError
 from ._executors import check_executor
+from ._observe import Observer, check_observers
 from ._policy import OnError, Retry, check_on_error
 from ._report import PipelineReport, RunStatus
 from ._run import DEFAULT_MAXSIZE, DEFAULT_QUEUE_BYTES, MIN_DEFAULT_MAXSIZE, Run
@@ -454,15 +455,17 @@ class Pipeline(Generic[In, Out]):
         self,
         source: Iterable[In] | SafeQueue[In],
         timeout: float | None,
+        observers: Iterable[Observer],
         *,
         final_maxsize: int | None,
     ) -> Run:
         if self._closed:
             raise PipelineStateError("the pipeline is closed")
         check_seconds("timeout", timeout)
+        watchers = check_observers(observers)
         specs = tuple(self._specs)
         if isinstance(source, SafeQueue):
-            run = Run(specs, final_maxsize, source)
+            run = Run(specs, final_maxsize, source, observers=watchers)
         else:
             try:
                 iterator = iter(source)
@@ -482,6 +485,7 @@ class Pipeline(Generic[In, Out]):
                 in_memory=in_memory,
                 sequence=sequence,  # type: ignore[arg-type]
                 expected=_length(source) if in_memory else None,
+                observers=watchers,
             )
         self._frozen = True
         return run
@@ -497,7 +501,11 @@ class Pipeline(Generic[In, Out]):
             self._runs.discard(run)
 
     def run(
-        self, source: Iterable[In] | SafeQueue[In], *, timeout: float | None = None
+        self,
+        source: Iterable[In] | SafeQueue[In],
+        *,
+        timeout: float | None = None,
+        observers: Iterable[Observer] = (),
     ) -> RunResult[Out]:
         """Feed ``source`` through the stages; return every output and the report.
 
@@ -524,6 +532,10 @@ class Pipeline(Generic[In, Out]):
                 own ``next()`` is not waited for beyond a quarter of a second
                 (its thread is named in the error and ends when ``next()``
                 returns).
+            observers: :class:`~pipeline.Observer` objects that receive the
+                run's events (workers started and stopped, every batch with
+                its counts and duration, retries, dead letters, failures, the
+                final report), for progress, traces or metrics.
 
         Raises:
             StageError: a stage, a hook or the source raised (fail-fast); the
@@ -533,7 +545,7 @@ class Pipeline(Generic[In, Out]):
             PipelineInterrupted: Ctrl-C; a ``KeyboardInterrupt``, raised after
                 the run was cancelled and joined (see :mod:`pipeline` docs).
         """
-        run = self._new_run(source, timeout, final_maxsize=0)
+        run = self._new_run(source, timeout, observers, final_maxsize=0)
         guarded = _interrupt.guard(run)
         try:
             deadline = None if timeout is None else monotonic() + timeout
@@ -553,7 +565,7 @@ class Pipeline(Generic[In, Out]):
             error = run.outcome_error()
             if error is not None:
                 run.undeliver()  # raised instead of returned: the caller gets none of them
-            report = run.report()
+            report = run.final_report()
             if error is not None:
                 run.attach(error, report)
                 raise error
@@ -563,7 +575,11 @@ class Pipeline(Generic[In, Out]):
                 _interrupt.release(run)
 
     def stream(
-        self, source: Iterable[In] | SafeQueue[In], *, timeout: float | None = None
+        self,
+        source: Iterable[In] | SafeQueue[In],
+        *,
+        timeout: float | None = None,
+        observers: Iterable[Observer] = (),
     ) -> Stream[Out]:
         """Yield outputs as they come, with memory bounded by the queue sizes.
 
@@ -586,7 +602,7 @@ class Pipeline(Generic[In, Out]):
             StageError, PipelineTimeout, PipelineCancelled, PipelineInterrupted:
                 as :meth:`run`, from the ``next()`` call that reaches them.
         """
-        run = self._new_run(source, timeout, final_maxsize=self._maxsize)
+        run = self._new_run(source, timeout, observers, final_maxsize=self._maxsize)
         state = _StreamState(run)
         stream: Stream[Out] = Stream(self._iterate(run, timeout, state), state)
         with self._registry:
@@ -629,7 +645,7 @@ class Pipeline(Generic[In, Out]):
                 raise
             finally:
                 run.join()
-                state.report = report = run.report()
+                state.report = report = run.final_report()
                 self._unregister(run)
                 # A Ctrl-C taken but not yet raised comes out of close().
                 error = run.outcome_error(closing=closing)

@@ -3,7 +3,9 @@
 Every item event of a run passes through one :class:`StageRecorder`: batches
 taken and finished, retries, dead letters, items left unfinished. Each worker
 thread owns its own recorder, so recording needs no lock; the runner sums them
-into a :class:`PipelineReport` after it has joined the workers.
+into a :class:`PipelineReport` after it has joined the workers. The recorders
+are the run's default observer; :mod:`pipeline._observe` sends the same
+events on to the observers a caller passes.
 
 The books are counted, never derived. For each stage::
 
@@ -25,8 +27,8 @@ at most one output. Since every term is counted on its own, ``balanced``
 is a real check: an item lost anywhere makes it false.
 
 Past 400 lines: the recorders (the write side, on the hot path) and the
-reports with their text form (the read side); the observability work makes
-the recorder one observer among others and gives it a module of its own.
+reports with their text form (the read side), which the observability work
+(a bottleneck verdict, latency percentiles) splits apart as it grows them.
 """
 
 from __future__ import annotations
@@ -109,11 +111,19 @@ class StageRecorder:
         self.busy_ns = 0
         self.dead_letters: list[DeadLetter] = []
 
-    def batch_done(self, completed: int, emitted: int, dropped: int, nanoseconds: int) -> None:
+    def worker_started(self) -> None:
+        """The worker's ``on_start`` returned (an event for observers)."""
+
+    def worker_stopped(self) -> None:
+        """The worker ended (an event for observers)."""
+
+    def batch_done(
+        self, size: int, completed: int, emitted: int, dropped: int, nanoseconds: int
+    ) -> None:
         """The batch in hand ended, all of it processed.
 
-        ``completed`` items finished (``dropped`` of those with no output),
-        producing ``emitted`` outputs, in ``nanoseconds``.
+        Of its ``size`` items, ``completed`` finished (``dropped`` of those
+        with no output), producing ``emitted`` outputs, in ``nanoseconds``.
 
         Items of the batch that became dead letters were recorded by
         :meth:`gave_up` as they happened.
@@ -127,6 +137,7 @@ class StageRecorder:
     def batch_stopped(
         self,
         *,
+        size: int,
         completed: int,
         emitted: int,
         dropped: int,
@@ -139,7 +150,7 @@ class StageRecorder:
         Besides what finished, ``failed`` items failed the run (0 or 1) and
         ``abandoned`` were not processed.
         """
-        self.batch_done(completed, emitted, dropped, nanoseconds)
+        StageRecorder.batch_done(self, size, completed, emitted, dropped, nanoseconds)
         self.failed += failed
         self.abandoned += abandoned
 
@@ -148,9 +159,12 @@ class StageRecorder:
         self.abandoned += self.in_hand
         self.in_hand = 0
 
-    def retrying(self) -> None:
-        """An item failed and will be tried again."""
+    def retrying(self, item: Any, error: Exception, attempt: int) -> None:
+        """Try ``attempt`` of ``item`` raised ``error``; it will be tried again."""
         self.retried += 1
+
+    def failing(self, item: Any, error: BaseException) -> None:
+        """``item`` raised ``error``, which fails the run (an event for observers)."""
 
     def gave_up(self, letter: DeadLetter) -> None:
         """An item became a dead letter."""

@@ -51,7 +51,8 @@ from ._exceptions import (
     StageError,
     _short_str,
 )
-from ._executors import worker_handle
+from ._executors import executor_name, worker_handle
+from ._observe import ObservedRecorder, Observer, ObserverGroup, RunInfo, StageInfo, WorkerInfo
 from ._ordering import ReorderWindow
 from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
 from ._safequeue import Empty, Producer, SafeQueue
@@ -131,6 +132,7 @@ class Run:
         in_memory: bool = False,
         sequence: list[Any] | tuple[Any, ...] | range | None = None,
         expected: int | None = None,
+        observers: tuple[Observer, ...] = (),
     ) -> None:
         self.specs = specs
         self.source = source
@@ -152,7 +154,10 @@ class Run:
         if specs:
             self.queues += [_new_queue(spec.maxsize) for spec in specs[1:]]
             self.queues.append(_new_queue(final_maxsize))
-        self.recorders = [[StageRecorder() for _ in range(spec.workers)] for spec in specs]
+        # One recorder per worker: the default observer, which the report is
+        # built from; it sends its events on to the caller's observers.
+        self.observers = ObserverGroup(observers) if observers else None
+        self.recorders = [self._recorders(index, spec) for index, spec in enumerate(specs)]
         # An ordered stage with several workers hands its outputs on through a
         # window that puts them back in input order (see _ordering).
         self.windows = [
@@ -189,6 +194,24 @@ class Run:
         self._canceller: threading.Lock | None = None
         self.started = perf_counter()
         self.elapsed = 0.0
+
+    def _recorders(self, index: int, spec: StageSpec) -> list[StageRecorder]:
+        group = self.observers
+        if group is None:
+            return [StageRecorder() for _ in range(spec.workers)]
+        where = executor_name(spec.executor)
+        return [
+            ObservedRecorder(group, WorkerInfo(spec.name, index, number, where))
+            for number in range(1, spec.workers + 1)
+        ]
+
+    def _run_info(self) -> RunInfo:
+        stages = tuple(
+            StageInfo(spec.name, index, spec.workers, executor_name(spec.executor), spec.ordered)
+            for index, spec in enumerate(self.specs)
+        )
+        queues = self.queues
+        return RunInfo(stages, self.expected, lambda: tuple(q.stats() for q in queues))
 
     # -- the Supervisor protocol, used by the workers --------------------------
 
@@ -271,6 +294,9 @@ class Run:
         as cancelled. A ``__copy__`` that raises fails the run.
         """
         self.started = perf_counter()  # a stream starts at its first next()
+        if self.observers is not None:
+            self.observers.started = True
+            self.observers.call("run_started", self._run_info(), caller=True)
         copies: list[list[Any]] = []
         for spec in self.specs:
             if spec.executor == "process":
@@ -462,6 +488,13 @@ class Run:
                 return False
 
     # -- the outcome ----------------------------------------------------------------
+
+    def final_report(self) -> PipelineReport:
+        """The report, once :meth:`join` has returned; observers get ``run_finished``."""
+        report = self.report()
+        if self.observers is not None and self.observers.started:
+            self.observers.call("run_finished", report, caller=True)
+        return report
 
     def report(self) -> PipelineReport:
         """Build the report from what was counted; exact once :meth:`join` has returned."""

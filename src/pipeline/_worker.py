@@ -101,12 +101,12 @@ class BatchRunner:
         try:
             outcome = self.process(batch)
         except BatchAbandoned:
-            self._stopped([], 0, 0, _Abort(item_failed=False), len(batch), 0)
+            self._stopped(batch, [], 0, 0, _Abort(item_failed=False), 0, 0)
             raise _Abort(item_failed=False) from None
         out, completed, dropped, error, nanoseconds = outcome
         if error is None:
             # The common case, kept short: a lone item's latency pays for it.
-            self.recorder.batch_done(completed, len(out), dropped, nanoseconds)
+            self.recorder.batch_done(len(batch), completed, len(out), dropped, nanoseconds)
             self.cap = next_batch_cap(nanoseconds, len(batch), self.target_ns)
             self.give(out)
             return
@@ -124,7 +124,7 @@ class BatchRunner:
             except _Skipped:
                 failed += 1
             except _Abort as abort:
-                self._stopped(out, completed, dropped, abort, len(batch) - index, nanoseconds)
+                self._stopped(batch, out, completed, dropped, abort, index, nanoseconds)
                 raise
             else:
                 out += again
@@ -138,30 +138,33 @@ class BatchRunner:
                 more, done, empty, error, took = self.process(batch[start:])
             except BatchAbandoned:
                 abandoned = _Abort(item_failed=False)
-                self._stopped(out, completed, dropped, abandoned, len(batch) - start, nanoseconds)
+                self._stopped(batch, out, completed, dropped, abandoned, start, nanoseconds)
                 raise abandoned from None
             out += more
             completed += done
             dropped += empty
             nanoseconds += took
             index = start + done
-        self.recorder.batch_done(completed, len(out), dropped, nanoseconds)
+        self.recorder.batch_done(len(batch), completed, len(out), dropped, nanoseconds)
         self.cap = next_batch_cap(nanoseconds, len(batch), self.target_ns)
         self.give(out)
 
     def _stopped(
         self,
+        batch: list[Any],
         out: list[Any],
         completed: int,
         dropped: int,
         abort: _Abort,
-        rest: int,
+        stopped_at: int,
         nanoseconds: int,
     ) -> None:
-        # Record a batch that stopped part way (`rest` items from the one that
-        # stopped it on), then offer the outputs of the items before: the run
-        # is ending, so the downstream queue refuses them, and counts them.
+        # Record a batch that stopped part way (at item `stopped_at`), then
+        # offer the outputs of the items before: the run is ending, so the
+        # downstream queue refuses them, and counts them.
+        rest = len(batch) - stopped_at
         self.recorder.batch_stopped(
+            size=len(batch),
             completed=completed,
             emitted=len(out),
             dropped=dropped,
@@ -180,7 +183,7 @@ class BatchRunner:
         while isinstance(exc, Exception) and retry is not None and attempts < retry.attempts:
             if not _retries(retry, exc):
                 break
-            self.recorder.retrying()
+            self.recorder.retrying(item, exc, attempts)
             if not self.supervisor.pause(retry.delay(attempts)):
                 raise _Abort(item_failed=False)  # cancelled while waiting: not processed
             attempts += 1
@@ -194,6 +197,7 @@ class BatchRunner:
         if self.on_error == "skip" and isinstance(exc, Exception):
             self.recorder.gave_up(DeadLetter(self.name, item, exc, attempts))
             raise _Skipped
+        self.recorder.failing(item, exc)
         self.supervisor.fail(StageError(self.name, exc, item=item, has_item=True))
         raise _Abort(item_failed=True)
 
@@ -235,6 +239,7 @@ def run_worker(
         except BaseException as exc:  # noqa: BLE001 (reported to the supervisor)
             supervisor.fail(StageError(spec.name, exc, where="on_start"))
             return
+        recorder.worker_started()
         try:
             state.where = "process"
             if spec.kind is StageKind.BATCH:
@@ -256,7 +261,10 @@ def run_worker(
                 supervisor.fail(StageError(spec.name, exc, where="on_stop"))
     finally:
         state.where = "done"
-        outbox.close()
+        try:
+            recorder.worker_stopped()
+        finally:
+            outbox.close()
 
 
 def _item_loop(
@@ -327,7 +335,7 @@ def _batch_loop(
     def emit() -> None:
         nonlocal buffer
         batch, buffer = buffer, []
-        recorder.batch_done(len(batch), 1, 0, 0)
+        recorder.batch_done(len(batch), len(batch), 1, 0, 0)
         put([batch])
 
     try:
