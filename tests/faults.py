@@ -4,7 +4,8 @@ Each trial draws a random configuration from a seed: a source (list, range,
 list subclass, generator, slow generator, SafeQueue fed by a thread), one to
 four stages of every kind (map, filter, flat_map, a generator class stage,
 each, a function class stage, batch last), workers, queue sizes, ordering,
-``on_error`` and ``Retry``, and faults: items on which a stage raises (plain
+``on_error`` and ``Retry``, the executor (in about one trial in six, one
+stage runs in worker processes), and faults: items on which a stage raises (plain
 errors, exceptions whose ``__repr__``/``__str__`` raise, ``BaseException``
 subclasses, ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``,
 ``StopIteration``, filter results whose ``__bool__`` raises), transient or
@@ -16,7 +17,9 @@ the main thread.
 The trial runs the pipeline in the calling thread under a watchdog, and
 checks the outcome against :func:`model`, which computes sequentially what
 the run must produce, and against counts the harness takes itself: items
-pulled from the source and items received by the caller. The report's own
+pulled from the source, items received by the caller, hooks called and
+tries per item (in files, for a process stage, whose children count them),
+and that no thread or worker process outlives the run. The report's own
 arithmetic is never the reference: ``balanced`` is checked, but the figures
 are compared with what was counted outside the library.
 
@@ -30,15 +33,19 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import multiprocessing
+import os
 import random
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline import (
     BatchStats,
@@ -141,6 +148,7 @@ class StageConfig:
     delay: float
     batch_size: int = 0
     max_wait: float | None = None
+    executor: str = "thread"  # or "process"
 
 
 @dataclass
@@ -173,7 +181,8 @@ class Config:
         if self.block_at is not None:
             parts.append(f"source blocks at {self.block_at}")
         for i, s in enumerate(self.stages):
-            text = f"{i}:{s.kind} w{s.workers}{'o' if s.ordered else 'u'} q{s.maxsize} {s.on_error}"
+            executor = "P" if s.executor == "process" else ""
+            text = f"{i}:{s.kind}{executor} w{s.workers}{'o' if s.ordered else 'u'} q{s.maxsize} {s.on_error}"
             if s.retry:
                 text += f" retry{s.retry.attempts}{'V' if s.retry.on == (ValueError,) else ''}"
             if s.fault_rate:
@@ -190,6 +199,7 @@ def draw(seed: int) -> Config:
     """Draw a random configuration from ``seed``."""
     rng = random.Random(seed)
     stages = [_draw_stage(rng) for _ in range(rng.randint(1, 4))]
+    _draw_executor(seed, stages)
     source = rng.choice(SOURCES)
     iterator = source in {"listsub", "gen", "slowgen"}
     mode = rng.choice(["run", "stream"])
@@ -211,6 +221,16 @@ def draw(seed: int) -> Config:
         timeout=rng.choice([0.0, 0.001, 0.01, 0.05]) if control == "timeout" else None,
         maxsize=rng.choice([None, None, 1, 2, 16]),
     )
+
+
+def _draw_executor(seed: int, stages: list[StageConfig]) -> None:
+    # At most one process stage, with at most two workers: each worker is a
+    # child process, costly to start. A generator of its own keeps every
+    # other field of a seed's configuration as it was before process stages.
+    rng = random.Random(seed * 31 + 5)
+    few = [stage for stage in stages if stage.workers <= 2]
+    if rng.random() < 0.2 and few:
+        rng.choice(few).executor = "process"
 
 
 def _draw_stage(rng: random.Random) -> StageConfig:

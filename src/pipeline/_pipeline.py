@@ -598,6 +598,10 @@ class Pipeline(Generic[In, Out]):
         are joined, so the body of a ``for`` loop over the stream is never
         interrupted halfway by the first Ctrl-C (a second one interrupts it).
 
+        ``timeout`` and ``observers`` are as for :meth:`run`; the observers'
+        ``run_started`` comes with the first ``next()``, their
+        ``run_finished`` once the stream has ended or been closed.
+
         Raises:
             StageError, PipelineTimeout, PipelineCancelled, PipelineInterrupted:
                 as :meth:`run`, from the ``next()`` call that reaches them.
