@@ -4,15 +4,15 @@ Each trial draws a random configuration from a seed: a source (list, range,
 list subclass, generator, slow generator, SafeQueue fed by a thread), one to
 four stages of every kind (map, filter, flat_map, a generator class stage,
 each, a function class stage, batch last), workers, queue sizes, ordering,
-``on_error`` and ``Retry``, the executor (in about one trial in six, one
-stage runs in worker processes), and faults: items on which a stage raises (plain
-errors, exceptions whose ``__repr__``/``__str__`` raise, ``BaseException``
-subclasses, ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``,
-``StopIteration``, filter results whose ``__bool__`` raises), transient or
-permanent; hooks that raise; a source that raises or blocks. Then a control
-lands at a random moment from another thread: ``cancel()``, ``close()``, a
-timeout, ``break``, ``Stream.close()``, or SIGINT (once or twice) delivered to
-the main thread.
+``on_error`` and ``Retry``, the executor (in about one trial in six, one stage
+runs in worker processes, which may be slow to start or on their first item),
+and faults: items on which a stage raises (plain errors, exceptions whose
+``__repr__``/``__str__`` raise, ``BaseException`` subclasses,
+``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``, ``StopIteration``,
+filter results whose ``__bool__`` raises), transient or permanent; hooks that
+raise; a source that raises or blocks. Then a control lands at a random moment
+from another thread: ``cancel()``, ``close()``, a timeout, ``break``,
+``Stream.close()``, or SIGINT (once or twice) delivered to the main thread.
 
 The trial runs the pipeline in the calling thread under a watchdog, and
 checks the outcome against :func:`model`, which computes sequentially what
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import importlib
 import logging
 import multiprocessing
 import os
@@ -149,6 +150,7 @@ class StageConfig:
     batch_size: int = 0
     max_wait: float | None = None
     executor: str = "thread"  # or "process"
+    stall: str | None = None  # "on_start" or "process": each child is slow there, once
 
 
 @dataclass
@@ -181,14 +183,17 @@ class Config:
         if self.block_at is not None:
             parts.append(f"source blocks at {self.block_at}")
         for i, s in enumerate(self.stages):
-            executor = "P" if s.executor == "process" else ""
-            text = f"{i}:{s.kind}{executor} w{s.workers}{'o' if s.ordered else 'u'} q{s.maxsize} {s.on_error}"
+            executor = "P" if s.executor == "process" else ""  # P: worker processes
+            order = "o" if s.ordered else "u"
+            text = f"{i}:{s.kind}{executor} w{s.workers}{order} q{s.maxsize} {s.on_error}"
             if s.retry:
                 text += f" retry{s.retry.attempts}{'V' if s.retry.on == (ValueError,) else ''}"
             if s.fault_rate:
                 text += f" faults {s.fault_rate:.2f} {s.fault_kinds} x{s.failures}"
             if s.hook_fault:
                 text += f" {s.hook_fault}:{s.hook_fault_kind}"
+            if s.stall:
+                text += f" stall:{s.stall}"
             parts.append(text)
         if self.batch:
             parts.append(f"batch{self.batch}")
@@ -230,7 +235,13 @@ def _draw_executor(seed: int, stages: list[StageConfig]) -> None:
     rng = random.Random(seed * 31 + 5)
     few = [stage for stage in stages if stage.workers <= 2]
     if rng.random() < 0.2 and few:
-        rng.choice(few).executor = "process"
+        stage = rng.choice(few)
+        stage.executor = "process"
+        # A worker looks for a cancellation only while its child has been
+        # quiet for a while (_process.py), longer than a batch of these
+        # stages takes: a stall is what lets a control find a child busy,
+        # and terminate it.
+        stage.stall = rng.choice([None, None, "on_start", "process"])
 
 
 def _draw_stage(rng: random.Random) -> StageConfig:
@@ -299,8 +310,34 @@ def _outputs_of(kind: str, value: int) -> list[int]:
     return [value]  # each
 
 
+class Tries(Protocol):
+    """Counts the tries of each (stage, value) of a stage."""
+
+    def next(self, index: int, value: int) -> int:
+        """Count one more try of ``value`` at stage ``index``; return how many so far."""
+        ...
+
+
+class HookCalls(Protocol):
+    """Counts the on_start and on_stop calls of one stage."""
+
+    def count(self, which: str) -> None:
+        """Count one call of hook ``which`` (``"on_start"`` or ``"on_stop"``)."""
+        ...
+
+    @property
+    def started(self) -> int:
+        """How many on_start calls were counted."""
+        ...
+
+    @property
+    def stopped(self) -> int:
+        """How many on_stop calls were counted."""
+        ...
+
+
 class _Tries:
-    """Counts the tries of each (stage, value), across workers."""
+    """Tries in memory, across the worker threads of thread stages."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -312,24 +349,88 @@ class _Tries:
             return self.counts[index, value]
 
 
+class _FileTries:
+    """Tries of a process stage: one file per try, which its children share.
+
+    The tries of one item are sequential (a retry runs in the worker that
+    tried it last), so the first free number is this try's.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def next(self, index: int, value: int) -> int:
+        n = 1
+        while True:
+            path = os.path.join(self.directory, f"{index}-{int(value)}-{n}")
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                n += 1
+            else:
+                return n
+
+
 class _Hooks:
-    """Counts on_start and on_stop calls of one stage."""
+    """Hook calls of a thread stage, in memory."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.started = 0
-        self.stopped = 0
+        self.calls: Counter[str] = Counter()
+
+    def count(self, which: str) -> None:
+        with self.lock:
+            self.calls[which] += 1
+
+    @property
+    def started(self) -> int:
+        return self.calls["on_start"]
+
+    @property
+    def stopped(self) -> int:
+        return self.calls["on_stop"]
+
+
+class _FileHooks:
+    """Hook calls of a process stage: a file of a unique name per call, made by the child."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def count(self, which: str) -> None:
+        handle, _ = tempfile.mkstemp(prefix=f"{which}-", dir=self.directory)
+        os.close(handle)
+
+    def _files(self, which: str) -> int:
+        return sum(name.startswith(f"{which}-") for name in os.listdir(self.directory))
+
+    @property
+    def started(self) -> int:
+        return self._files("on_start")
+
+    @property
+    def stopped(self) -> int:
+        return self._files("on_stop")
 
 
 def _raise_for(kind: str, value: int) -> None:
     raise FAULTS[kind][0](value)
 
 
-def _make_call(cfg: Config, index: int, tries: _Tries) -> Callable[[int], Any]:
+STALL_SECONDS = 0.1  # longer than the controls' delays and most timeouts
+
+
+def _make_call(cfg: Config, index: int, tries: Tries) -> Callable[[int], Any]:
     stage = cfg.stages[index]
+    # Popped by the first call. Only a process stage stalls, and each of its
+    # children unpickles a list of its own: once per child, one thread each.
+    stall = [True] if stage.stall == "process" else []
 
     def attempt(value: int) -> str | None:
         # The fault this try raises, if any.
+        if stall:
+            stall.pop()
+            time.sleep(STALL_SECONDS)
         if stage.delay:
             time.sleep(stage.delay)
         fault = _fault_of(cfg, index, value)
@@ -369,18 +470,16 @@ def _make_call(cfg: Config, index: int, tries: _Tries) -> Callable[[int], Any]:
     return one
 
 
-def _hook(cfg: StageConfig, hooks: _Hooks, which: str) -> None:
-    with hooks.lock:
-        if which == "on_start":
-            hooks.started += 1
-        else:
-            hooks.stopped += 1
+def _hook(cfg: StageConfig, hooks: HookCalls, which: str) -> None:
+    hooks.count(which)  # before the stall: a child terminated there has counted its on_start
+    if which == "on_start" and cfg.stall == "on_start":
+        time.sleep(STALL_SECONDS)
     if cfg.hook_fault == which:
         _raise_for(cfg.hook_fault_kind, -1)
 
 
 class _OneStage(PipelineStage[int, int]):
-    def __init__(self, fn: Callable[[int], int], cfg: StageConfig, hooks: _Hooks) -> None:
+    def __init__(self, fn: Callable[[int], int], cfg: StageConfig, hooks: HookCalls) -> None:
         super().__init__()
         self.fn, self.cfg, self.hooks = fn, cfg, hooks
 
@@ -395,7 +494,9 @@ class _OneStage(PipelineStage[int, int]):
 
 
 class _ManyStage(PipelineStage[int, int]):
-    def __init__(self, fn: Callable[[int], Iterator[int]], cfg: StageConfig, hooks: _Hooks) -> None:
+    def __init__(
+        self, fn: Callable[[int], Iterator[int]], cfg: StageConfig, hooks: HookCalls
+    ) -> None:
         super().__init__()
         self.fn, self.cfg, self.hooks = fn, cfg, hooks
 
@@ -411,7 +512,7 @@ class _ManyStage(PipelineStage[int, int]):
 
 class _HookedFilter(FilterStage[int]):
     # Keeps FilterStage's process (its one-pass fast path) and adds hooks.
-    def __init__(self, fn: Callable[[int], object], cfg: StageConfig, hooks: _Hooks) -> None:
+    def __init__(self, fn: Callable[[int], object], cfg: StageConfig, hooks: HookCalls) -> None:
         super().__init__(fn)
         self.cfg, self.hooks = cfg, hooks
 
@@ -422,13 +523,24 @@ class _HookedFilter(FilterStage[int]):
         _hook(self.cfg, self.hooks, "on_stop")
 
 
-def build(cfg: Config, tries: _Tries) -> tuple[Pipeline[int, Any], list[_Hooks]]:
-    """The pipeline of ``cfg``; every stage counts its hooks."""
+def build(cfg: Config, directory: str) -> tuple[Pipeline[int, Any], list[HookCalls]]:
+    """The pipeline of ``cfg``; every stage counts its hooks and tries.
+
+    A process stage counts them in files under ``directory`` (its children
+    share no memory with the harness, and a lock does not pickle); thread
+    stages count them in memory.
+    """
     pipeline: Pipeline[int, Any] = Pipeline[int](maxsize=cfg.maxsize)
-    hooks: list[_Hooks] = []
+    hooks: list[HookCalls] = []
+    in_memory = _Tries()
     for index, stage in enumerate(cfg.stages):
+        tries: Tries = in_memory
+        counted: HookCalls = _Hooks()
+        if stage.executor == "process":
+            stage_directory = os.path.join(directory, f"s{index}")
+            os.mkdir(stage_directory)
+            tries, counted = _FileTries(stage_directory), _FileHooks(stage_directory)
         call = _make_call(cfg, index, tries)
-        counted = _Hooks()
         hooks.append(counted)
         options: dict[str, Any] = {
             "workers": stage.workers,
@@ -437,6 +549,7 @@ def build(cfg: Config, tries: _Tries) -> tuple[Pipeline[int, Any], list[_Hooks]]
             "on_error": stage.on_error,
             "retry": stage.retry,
             "name": f"s{index}",
+            "executor": stage.executor,
         }
         if stage.kind == "filter":
             pipeline.add(_HookedFilter(call, stage, counted), **options)
@@ -607,6 +720,8 @@ class Ledger(Observer):
     def batch_done(self, worker: WorkerInfo, batch: BatchStats) -> None:
         if batch.size != batch.completed + batch.failed + batch.abandoned:
             self._count(worker.stage, broken_batches=1)
+        if batch.abandoned:
+            self._count(worker.stage, abandoned_batches=1)
         self._count(
             worker.stage,
             size=batch.size,
@@ -654,9 +769,17 @@ WATCHDOG_SECONDS = 30.0
 
 def run_trial(seed: int) -> Result:
     """Run the configuration of ``seed``; raise :class:`Violation` on a broken promise."""
-    cfg = draw(seed)
-    tries = _Tries()
-    pipeline, hooks = build(cfg, tries)
+    directory = tempfile.mkdtemp(prefix=f"faults-{seed}-")  # a process stage's counts
+    try:
+        return _trial(draw(seed), directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _trial(cfg: Config, directory: str) -> Result:
+    seed = cfg.seed
+    children = set(multiprocessing.active_children())
+    pipeline, hooks = build(cfg, directory)
     values = _source_items(cfg)
     counter = _Counted()
     source, producer = make_source(cfg, values, counter)
@@ -695,8 +818,9 @@ def run_trial(seed: int) -> Result:
         raise Violation(f"the run hung: {cfg.describe()}")
     try:
         _check(cfg, expected, result, counter, source, hooks, values)
-        _check_ledger(ledger, result, hooks)
+        _check_ledger(cfg, ledger, result, hooks)
         _check_threads(cfg, before, result)
+        _check_processes(children)
     except AssertionError as exc:
         raise Violation(f"{exc}\n  config: {cfg.describe()}") from exc
     return result
@@ -839,7 +963,7 @@ def _check(
     result: Result,
     counter: _Counted,
     source: Iterable[int] | SafeQueue[int],
-    hooks: list[_Hooks],
+    hooks: list[HookCalls],
     values: list[int],
 ) -> None:
     if result.outcome == "refused":
@@ -874,7 +998,18 @@ def _check(
         for stage, counted in zip(cfg.stages, hooks, strict=True):
             assert counted.started <= stage.workers, counted.started
             stopped = 0 if stage.hook_fault == "on_start" else counted.started
-            assert counted.stopped == stopped, (stage.hook_fault, counted.started, counted.stopped)
+            if stage.executor == "process" and report.status != "completed":
+                # A cancellation terminates the children it finds busy with
+                # a batch or still in on_start, and those run no on_stop
+                # (_process.py); the idle ones run it. _check_ledger bounds
+                # how many may miss it.
+                assert counted.stopped <= stopped, (counted.started, counted.stopped)
+            else:
+                assert counted.stopped == stopped, (
+                    stage.hook_fault,
+                    counted.started,
+                    counted.stopped,
+                )
     dead = Counter((d.stage, int(d.item)) for d in report.dead_letters)
     assert all(expected.dead[k] >= n for k, n in dead.items()), (dead, expected.dead)
     outcome = result.outcome
@@ -920,7 +1055,7 @@ def _check(
         assert got == want, "outputs out of order"
 
 
-def _check_ledger(ledger: Ledger, result: Result, hooks: list[_Hooks]) -> None:
+def _check_ledger(cfg: Config, ledger: Ledger, result: Result, hooks: list[HookCalls]) -> None:
     # The observer saw every event the report was built from: the same
     # figures per stage, and as many workers started as on_start returned
     # (the harness counted those calls itself).
@@ -944,6 +1079,19 @@ def _check_ledger(ledger: Ledger, result: Result, hooks: list[_Hooks]) -> None:
             counted = hooks[index]
             assert seen["started"] <= counted.started, (seen["started"], counted.started)
             assert seen["stopped"] == stage.workers or seen["stopped"] == seen["started"]
+            if cfg.stages[index].executor == "process":
+                # A child without on_stop was terminated by the cancellation,
+                # busy with a batch (which its worker then records as
+                # abandoned), or one whose on_start raised or was cut short
+                # (its worker never reported it started).
+                missing = counted.started - counted.stopped
+                unreported = counted.started - seen["started"]
+                assert missing <= seen["abandoned_batches"] + unreported, (
+                    stage.name,
+                    counted.started,
+                    counted.stopped,
+                    dict(seen),
+                )
 
 
 def _check_outputs(expected: Expected, received: list[Any], cfg: Config) -> None:
@@ -979,6 +1127,16 @@ def _check_threads(cfg: Config, before: set[threading.Thread], result: Result) -
         assert not thread.is_alive(), f"thread {thread.name} outlived the run (left: {left})"
 
 
+def _check_processes(before: set[multiprocessing.process.BaseProcess]) -> None:
+    # The run ends every worker process it started before it returns (or
+    # raises); a child may take a moment to exit once told to.
+    deadline = time.monotonic() + 5.0
+    for child in set(multiprocessing.active_children()) - before:
+        child.join(max(0.0, deadline - time.monotonic()))
+    left = set(multiprocessing.active_children()) - before
+    assert not left, f"worker processes outlived the run: {sorted(map(repr, left))}"
+
+
 # -- the command line ---------------------------------------------------------------------
 
 
@@ -987,14 +1145,20 @@ def soak(seconds: float, first_seed: int, *, quiet: bool = False) -> int:
     deadline = time.monotonic() + seconds
     seed = first_seed
     outcomes: Counter[str] = Counter()
+    processes = 0  # configurations with a process stage
     while time.monotonic() < deadline:
         result = run_trial(seed)
         outcomes[result.outcome] += 1
+        processes += any(stage.executor == "process" for stage in draw(seed).stages)
         seed += 1
         if not quiet and (seed - first_seed) % 500 == 0:
             print(f"  {seed - first_seed} configurations, {dict(outcomes)}", flush=True)
     if not quiet:
-        print(f"{seed - first_seed} configurations clean: {dict(outcomes)}", flush=True)
+        print(
+            f"{seed - first_seed} configurations clean ({processes} with a process stage): "
+            f"{dict(outcomes)}",
+            flush=True,
+        )
     return seed - first_seed
 
 
@@ -1020,4 +1184,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run as tests.faults rather than as __main__: the classes of a process
+    # stage and of the faults it raises then travel to and from its children
+    # by reference, as they do under pytest, and come back as the classes
+    # the checks know.
+    # Each worker process then runs this file again as __mp_main__ after the
+    # fork server imported it as tests.faults (the stages' module), and runpy
+    # warns of that once per child, which would bury the soak's lines. The
+    # fork server, and so every child, takes its warning filters from here.
+    rerun = "ignore:'tests.faults' found in sys.modules:RuntimeWarning"
+    given = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = f"{given},{rerun}" if given else rerun
+    raise SystemExit(importlib.import_module("tests.faults").main())

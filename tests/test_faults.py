@@ -31,6 +31,15 @@ def test_the_harness_covers_every_outcome() -> None:
     assert {"completed", "failed", "cancelled", "timed out", "closed", "interrupted"} <= seen
 
 
+def test_the_fixed_seeds_run_process_stages() -> None:
+    # Worker processes have their own ways to end (a busy child is
+    # terminated, runs no on_stop): some fixed seeds must take them there.
+    drawn = [faults.draw(seed) for seed in FIXED]
+    process = [s for cfg in drawn for s in cfg.stages if s.executor == "process"]
+    assert len(process) >= 5, len(process)
+    assert {"on_start", "process"} <= {s.stall for s in process}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(int(os.environ.get("FAULT_SOAK_SECONDS", "180")) + 120)
 def test_random_pipelines_for_minutes_keep_every_promise() -> None:
