@@ -846,7 +846,8 @@ def test_verification_report_summary_text() -> None:
     ]
     assert lines[5].startswith("Status: completed in ")
     assert "=== STAGES ===" in lines
-    table = lines[lines.index("=== STAGES ===") + 1 :]
+    time_title = next(i for i, line in enumerate(lines) if line.startswith("=== TIME ("))
+    table = lines[lines.index("=== STAGES ===") + 1 : time_title - 1]
     assert table[0].split() == [
         "stage",
         "workers",

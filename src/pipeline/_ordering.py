@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from time import perf_counter
 from typing import Any
 
 from ._exceptions import ShutDown
@@ -61,7 +62,7 @@ class ReorderWindow:
     """
 
     __slots__ = ("_closed", "_draining", "_inbox", "_lock", "_put", "_room", "_size",
-                 "_slots", "_taking")  # fmt: skip
+                 "_slots", "_taking", "room_seconds", "take_seconds")  # fmt: skip
 
     def __init__(self, inbox: SafeQueue[Any], downstream: SafeQueue[Any], size: int) -> None:
         self._inbox = inbox
@@ -74,25 +75,41 @@ class ReorderWindow:
         self._room = threading.Condition(self._lock)
         self._draining = False
         self._closed = False
+        # Time the workers spent in take(), summed, and the part of it spent
+        # waiting for room in line; the rest was waiting for input. Written
+        # under _lock, read by the run's report once the workers are joined.
+        self.take_seconds = 0.0
+        self.room_seconds = 0.0
 
     def take(self, cap: int) -> tuple[Slot, list[Any]]:
         """Wait for room and for input; return a new slot and up to ``cap`` items.
 
         Raises ``ShutDown`` when the input ended or the window was closed.
         """
+        started = perf_counter()
         with self._taking:
             with self._lock:
                 # Only takers add slots, and this one holds _taking: the room
                 # seen here can only grow until the slot below is added.
-                while len(self._slots) >= self._size:
-                    if self._closed:
-                        raise ShutDown("the run is ending")
-                    self._room.wait()
+                if len(self._slots) >= self._size:
+                    self._wait_for_room()
             batch = self._inbox._get_batch(cap)
             slot = Slot()
             with self._lock:
                 self._slots.append(slot)
+                self.take_seconds += perf_counter() - started
             return slot, batch
+
+    def _wait_for_room(self) -> None:
+        # Called with _lock held, the window full.
+        started = perf_counter()
+        try:
+            while len(self._slots) >= self._size:
+                if self._closed:
+                    raise ShutDown("the run is ending")
+                self._room.wait()
+        finally:
+            self.room_seconds += perf_counter() - started
 
     def give(self, slot: Slot, items: list[Any]) -> None:
         """Fill ``slot``; hand on the head of the line if it is now complete."""

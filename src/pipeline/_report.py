@@ -39,6 +39,8 @@ from typing import Any, Literal
 
 from ._exceptions import _short_repr
 from ._safequeue import QueueStats
+from ._summary import stage_table, summary, time_table
+from ._verdict import Verdict, judge
 
 __all__ = ["DeadLetter", "PipelineReport", "RunStatus", "StageRecorder", "StageReport"]
 
@@ -90,11 +92,13 @@ class StageRecorder:
         "abandoned",
         "busy_ns",
         "completed",
+        "cpu_ns",
         "dead_letters",
         "dropped",
         "emitted",
         "failed",
         "in_hand",
+        "ready_ns",
         "retried",
         "taken",
     )
@@ -109,6 +113,8 @@ class StageRecorder:
         self.abandoned = 0  # taken, then left unprocessed by a cancellation or an error
         self.retried = 0
         self.busy_ns = 0
+        self.cpu_ns: int | None = None  # the worker thread's CPU time (thread stages)
+        self.ready_ns = 0  # perf_counter_ns() when on_start returned (0: never)
         self.dead_letters: list[DeadLetter] = []
 
     def worker_started(self) -> None:
@@ -198,6 +204,17 @@ class StageReport:
             queue, or in a worker's hands.
         busy_seconds: time its workers spent in ``process()``, summed.
         queue: statistics of its input queue.
+        executor: where ``process()`` ran: ``"thread"``, ``"process"``, or the
+            executor's class name.
+        utilization: ``busy_seconds`` over ``active_seconds``: 1.0 means every
+            worker was in ``process()`` all along.
+        starved_seconds: time its workers spent waiting for input, summed.
+        blocked_seconds: time its workers spent waiting for room downstream
+            (or, in an ordered stage, for an earlier batch to go on), summed.
+        cpu_seconds: CPU time of its worker threads, summed (thread stages
+            only; ``None`` elsewhere).
+        active_seconds: its workers' time from being ready (``on_start``
+            returned) to the run's end, summed: what they could have spent busy.
     """
 
     name: str
@@ -212,6 +229,12 @@ class StageReport:
     not_processed: int
     busy_seconds: float
     queue: QueueStats
+    executor: str = "thread"
+    utilization: float = 0.0
+    starved_seconds: float = 0.0
+    blocked_seconds: float = 0.0
+    cpu_seconds: float | None = None
+    active_seconds: float = 0.0
 
     @classmethod
     def from_recorders(
@@ -221,13 +244,27 @@ class StageReport:
         recorders: Sequence[StageRecorder],
         queue: QueueStats,
         unfinished_in_queue: int,
+        *,
+        executor: str = "thread",
+        elapsed: float = 0.0,
+        ended_ns: int = 0,
+        starved: float = 0.0,
+        blocked: float = 0.0,
     ) -> StageReport:
         """Sum the recorders of one stage's workers.
 
         ``unfinished_in_queue`` counts the items that arrived but never
         reached a worker: refused by the input queue, discarded from it, or
-        still in it.
+        still in it. ``elapsed`` is the run's wall time and ``ended_ns`` its end
+        (``perf_counter_ns()``); ``starved`` and ``blocked`` the stage's
+        waits, measured by its queues.
         """
+        busy = sum(r.busy_ns for r in recorders) / 1e9
+        cpu = [r.cpu_ns for r in recorders if r.cpu_ns is not None]
+        # What the workers could have done: each from the moment it was
+        # ready (a worker process takes a while to start) to the run's end.
+        active = sum(max(0, ended_ns - r.ready_ns) for r in recorders if r.ready_ns) / 1e9
+        capacity = active if active > 0 else len(recorders) * elapsed
         return cls(
             name=name,
             workers=len(recorders),
@@ -239,8 +276,14 @@ class StageReport:
             failed=sum(r.failed for r in recorders),
             retried=sum(r.retried for r in recorders),
             not_processed=unfinished_in_queue + sum(r.abandoned + r.in_hand for r in recorders),
-            busy_seconds=sum(r.busy_ns for r in recorders) / 1e9,
+            busy_seconds=busy,
             queue=queue,
+            executor=executor,
+            utilization=busy / capacity if capacity > 0 else 0.0,
+            active_seconds=active,
+            starved_seconds=starved,
+            blocked_seconds=blocked,
+            cpu_seconds=sum(cpu) / 1e9 if cpu else None,
         )
 
     @property
@@ -271,6 +314,12 @@ class StageReport:
             "retried": self.retried,
             "not_processed": self.not_processed,
             "busy_seconds": round(self.busy_seconds, 6),
+            "executor": self.executor,
+            "utilization": round(self.utilization, 4),
+            "starved_seconds": round(self.starved_seconds, 6),
+            "blocked_seconds": round(self.blocked_seconds, 6),
+            "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 6),
+            "active_seconds": round(self.active_seconds, 6),
             "queue_peak": self.queue.peak_size,
             "queue_maxsize": self.queue.maxsize,
             "queue_put_blocked_seconds": round(self.queue.put_blocked_seconds, 6),
@@ -315,6 +364,8 @@ class PipelineReport:
         left_running: threads the run stopped waiting for, still inside
             user code (a source blocked in ``next()`` after a cancellation,
             or workers after a second Ctrl-C), each with where it is.
+        gil_enabled: whether the GIL was on (``False`` on a free-threaded
+            build running without it).
     """
 
     status: RunStatus
@@ -331,6 +382,17 @@ class PipelineReport:
     undelivered: int = 0
     error: str | None = None
     left_running: tuple[str, ...] = ()
+    gil_enabled: bool = True
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """Which stage held the run back, the evidence and the advice (see :class:`Verdict`).
+
+        ``None`` for a run too short to tell or that read nothing.
+        """
+        return judge(
+            self.stages, self.elapsed_seconds, self.items_read, gil_enabled=self.gil_enabled
+        )
 
     @property
     def balanced(self) -> bool:
@@ -377,60 +439,20 @@ class PipelineReport:
         Delivered: 9
         Status: completed in ...s
         """
-        lines = ["=== VERIFICATION REPORT ==="]
-        if self.expected is None:
-            lines.append("Expected: unknown (the source has no len())")
-        else:
-            lines.append(f"Expected: {self.expected}")
-        if self.expected is None or self.items_read != self.expected:
-            lines.append(f"Read: {self.items_read}")
-        if self.expected is not None and self.items_read < self.expected:
-            lines.append(f"Not read: {self.expected - self.items_read}")
-        lines += _flow_lines(self)
-        lines.append(f"Status: {self.status} in {self.elapsed_seconds:.3f}s")
-        if self.error is not None:
-            lines.append(f"Error: {self.error}")
-        for thread in self.left_running:
-            lines.append(f"Still running: {thread}")
-        if self.stages:
-            lines += ["", self.table()]
-        return "\n".join(lines)
+        return summary(self)
 
     def table(self) -> str:
         """Return the per-stage table alone, under a ``=== STAGES ===`` title."""
-        header = (
-            "stage",
-            "workers",
-            "received",
-            "emitted",
-            "dropped",
-            "failed",
-            "retried",
-            "unfinished",
-            "busy s",
-        )
-        rows = [
-            (
-                s.name,
-                str(s.workers),
-                str(s.received),
-                str(s.emitted),
-                str(s.dropped),
-                str(s.failed),
-                str(s.retried),
-                str(s.not_processed),
-                f"{s.busy_seconds:.3f}",
-            )
-            for s in self.stages
-        ]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        return stage_table(self)
 
-        def fmt(cells: Sequence[str]) -> str:
-            first = cells[0].ljust(widths[0])
-            rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
-            return "  ".join([first, *rest]).rstrip()
+    def times(self) -> str:
+        """Return where the stages' time went, under a ``=== TIME ===`` title, and the verdict.
 
-        return "\n".join(["=== STAGES ===", fmt(header), *(fmt(row) for row in rows)])
+        Per stage: where ``process()`` ran, the share of its workers' time
+        spent busy in it, starved (waiting for input) and blocked (waiting
+        for room downstream), and the items it completed per second.
+        """
+        return time_table(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of the whole report.
@@ -455,53 +477,8 @@ class PipelineReport:
             "created": self.created,
             "balanced": self.balanced,
             "left_running": list(self.left_running),
+            "gil_enabled": self.gil_enabled,
+            "verdict": None if (verdict := self.verdict) is None else verdict.to_dict(),
             "stages": [s.to_dict() for s in self.stages],
             "dead_letters": [d.to_dict() for d in self.dead_letters],
         }
-
-
-def _flow_lines(report: PipelineReport) -> list[str]:
-    # What became of the items, in the units they had at each point: the
-    # source's items up to the first stage that turns n items into m != n,
-    # then that stage's items, and so on. Every count is a sum of counted
-    # figures; none is negative.
-    lines: list[str] = []
-    filtered = failed = unfinished = 0
-    first = True
-    for stage in report.stages:
-        filtered += stage.dropped
-        failed += stage.failed
-        unfinished += stage.not_processed
-        if stage.created == 0:
-            continue
-        went_in = stage.completed - stage.dropped
-        lines += _outcome_lines(first, went_in, filtered, failed, unfinished)
-        verb = "merged" if stage.created < 0 else "split"
-        lines.append(f"Stage {stage.name!r} {verb} {went_in} items into {stage.emitted}")
-        filtered = failed = unfinished = 0
-        first = False
-    unfinished += report.undelivered
-    lines += _outcome_lines(first, report.outputs, filtered, failed, unfinished)
-    if not first:
-        lines.append(f"Delivered: {report.outputs}")
-    return lines
-
-
-def _outcome_lines(
-    first: bool, success: int, filtered: int, failed: int, unfinished: int
-) -> list[str]:
-    if first:  # the verification report's own four lines, in the source's items
-        lines = [
-            f"Processed: {success + filtered + failed}",
-            f"Success: {success}",
-            f"Failed: {failed}",
-        ]
-        if filtered:
-            lines.append(f"Filtered out: {filtered}")
-        if unfinished:
-            lines.append(f"Not processed: {unfinished}")
-        return lines
-    parts = [f"{label} {count}" for label, count in
-             (("filtered out", filtered), ("failed", failed), ("not processed", unfinished))
-             if count]  # fmt: skip
-    return [f"  of those: {', '.join(parts)}"] if parts else []

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import _thread
 import copy
+import sys
 import sysconfig
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from time import monotonic, perf_counter
+from time import monotonic, perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from . import _interrupt
@@ -55,7 +56,7 @@ from ._executors import executor_name, worker_handle
 from ._observe import ObservedRecorder, Observer, ObserverGroup, RunInfo, StageInfo, WorkerInfo
 from ._ordering import ReorderWindow
 from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
-from ._safequeue import Empty, Producer, SafeQueue
+from ._safequeue import Empty, Producer, QueueStats, SafeQueue
 from ._source import SourceReader, feed
 from ._stage import MAX_BATCH, Inbox, StageKind, StageSpec, WorkerState
 from ._worker import run_worker
@@ -90,6 +91,9 @@ SOURCE_GRACE = 0.25
 """Seconds a cancelled run waits for a feeder thread blocked inside the source."""
 
 _JOIN_SLICE = 0.05  # joins wake this often to see whether to stop waiting
+
+GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+"""Whether the GIL is on (a free-threaded build may run without it): the report says."""
 
 SLICED_WAITS = sysconfig.get_config_var("Py_GIL_DISABLED") == 1
 """Whether a stream's ``next()`` waits for outputs in slices rather than in one wait.
@@ -194,6 +198,7 @@ class Run:
         self._canceller: threading.Lock | None = None
         self.started = perf_counter()
         self.elapsed = 0.0
+        self.ended_ns = 0
 
     def _recorders(self, index: int, spec: StageSpec) -> list[StageRecorder]:
         group = self.observers
@@ -397,6 +402,7 @@ class Run:
             for child in self.processes:
                 end_process(child)  # left by a worker thread the run stopped waiting for
         self.elapsed = perf_counter() - self.started
+        self.ended_ns = perf_counter_ns()
 
     def _join(self, record: _Thread) -> None:
         thread = record.thread
@@ -515,12 +521,19 @@ class Run:
             refused, discarded, left = self.queues[index]._books() if ours else (0, 0, 0)
             if index and (window := self.windows[index - 1]) is not None:
                 left += window.held()  # emitted upstream, not yet in this stage's queue
+            inbox = self.queues[index].stats()
+            starved, blocked = self._waits(index, inbox)
             stage = StageReport.from_recorders(
                 spec.name,
                 arrived,
                 self.recorders[index],
-                self.queues[index].stats(),
+                inbox,
                 refused + discarded + left,
+                executor=executor_name(spec.executor),
+                elapsed=self.elapsed,
+                ended_ns=self.ended_ns,
+                starved=starved,
+                blocked=blocked,
             )
             stages.append(stage)
             arrived = stage.emitted
@@ -548,7 +561,20 @@ class Run:
             undelivered=undelivered,
             error=error,
             left_running=tuple(self.left_running),
+            gil_enabled=GIL_ENABLED,
         )
+
+    def _waits(self, index: int, inbox: QueueStats) -> tuple[float, float]:
+        # Stage `index`'s time waiting for input and for room downstream,
+        # as its queues (and its reorder window) measured them.
+        blocked = self.queues[index + 1].stats().put_blocked_seconds
+        window = self.windows[index]
+        if window is None:
+            return inbox.get_blocked_seconds, blocked
+        # Its workers take through the window: one waits in the queue, the
+        # others for their turn to take; all of them are waiting for input.
+        starved = window.take_seconds - window.room_seconds
+        return starved, blocked + window.room_seconds
 
     def outcome_error(self, *, closing: bool = False) -> BaseException | None:
         """The error the run ends with, to raise once the report is attached; or ``None``.

@@ -24,7 +24,7 @@ adapts to the measured cost per item (see :func:`~pipeline._stage.next_batch_cap
 from __future__ import annotations
 
 from collections.abc import Callable
-from time import monotonic
+from time import monotonic, perf_counter_ns, thread_time_ns
 from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchAbandoned, BatchOutcome
@@ -240,6 +240,10 @@ def run_worker(
             supervisor.fail(StageError(spec.name, exc, where="on_start"))
             return
         recorder.worker_started()
+        # The worker thread's CPU time, for the report's verdict: a thread
+        # stage that burns a core under the GIL is CPU-bound.
+        cpu_started = thread_time_ns() if spec.executor == "thread" else None
+        recorder.ready_ns = perf_counter_ns()  # its capacity counts from now to the run's end
         try:
             state.where = "process"
             if spec.kind is StageKind.BATCH:
@@ -254,6 +258,8 @@ def run_worker(
             recorder.abandon_in_hand()
             supervisor.fail(StageError(spec.name, exc, where="process"))
         finally:
+            if cpu_started is not None:
+                recorder.cpu_ns = thread_time_ns() - cpu_started
             try:
                 state.where = "on_stop"
                 handle.stop()

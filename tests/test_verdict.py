@@ -1,0 +1,151 @@
+"""Where the time went and the verdict, checked against runs whose sleeps we know."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline import Pipeline, PipelineReport
+
+SLEEP = 0.01  # what the slow stage sleeps per item
+ITEMS = 40
+GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def slow(x: int) -> int:
+    time.sleep(SLEEP)
+    return x
+
+
+def spin(x: int) -> int:
+    # Pure Python, about a millisecond: holds the GIL throughout.
+    total = 0
+    for i in range(20_000):
+        total += i
+    return x + total - total
+
+
+def share(seconds: float, stage: str, report: PipelineReport) -> float:
+    [found] = [s for s in report.stages if s.name == stage]
+    return seconds / found.active_seconds
+
+
+def test_a_slow_stage_behind_a_fast_one_is_busy_and_named_and_the_fast_one_is_blocked() -> None:
+    report = (
+        Pipeline[int]()
+        .map(abs, name="fast")
+        .map(slow, workers=2, name="slow", maxsize=2)  # a short queue: fast blocks on it
+        .run(range(ITEMS))
+        .report
+    )
+    fast, slow_stage = report.stages
+    # Known: the slow stage slept ITEMS * SLEEP seconds in all, two at a time.
+    assert slow_stage.busy_seconds >= ITEMS * SLEEP
+    assert slow_stage.utilization >= 0.85
+    assert fast.utilization < 0.2
+    assert share(fast.blocked_seconds, "fast", report) >= 0.5  # waiting for room in front of slow
+    assert share(slow_stage.starved_seconds, "slow", report) < 0.15  # always had work
+    verdict = report.verdict
+    assert verdict is not None
+    assert (verdict.kind, verdict.stage) == ("stage", "slow")
+    assert "`slow` is" in verdict.evidence
+    assert "`fast` spends" in verdict.evidence  # the evidence names who waits on it
+    assert verdict.advice == "give `slow` more workers"
+
+
+@pytest.mark.parametrize("workers", [1, 2])  # 2: an ordered stage takes through its window
+def test_the_stage_after_the_bottleneck_is_starved(workers: int) -> None:
+    report = (
+        Pipeline[int]()
+        .map(slow, workers=2, name="slow")
+        .map(abs, workers=workers, name="after")
+        .run(range(ITEMS))
+        .report
+    )
+    assert share(report.stages[1].starved_seconds, "after", report) >= 0.7
+    assert share(report.stages[1].blocked_seconds, "after", report) < 0.1
+    verdict = report.verdict
+    assert verdict is not None
+    assert verdict.stage == "slow"
+    assert "`after` waits for it" in verdict.evidence
+
+
+@pytest.mark.skipif(not GIL, reason="without the GIL, thread workers are the right advice")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: processes cannot help")
+def test_a_cpu_bound_thread_stage_gets_the_process_advice() -> None:
+    report = Pipeline[int]().map(spin, workers=2, name="spin").run(range(150)).report
+    [stage] = report.stages
+    assert stage.cpu_seconds is not None
+    assert stage.cpu_seconds >= 0.7 * report.elapsed_seconds  # about a core, under the GIL
+    verdict = report.verdict
+    assert verdict is not None
+    assert (verdict.kind, verdict.stage) == ("cpu-bound", "spin")
+    assert 'executor="process"' in verdict.advice
+
+
+@pytest.mark.skipif(GIL, reason="a free-threaded build running without the GIL")
+def test_without_the_gil_a_cpu_bound_thread_stage_is_not_told_to_use_processes() -> None:
+    report = Pipeline[int]().map(spin, workers=2, name="spin").run(range(150)).report
+    assert report.gil_enabled is False
+    verdict = report.verdict
+    assert verdict is not None
+    assert verdict.kind != "cpu-bound"
+
+
+def test_a_slow_source_is_named_when_no_stage_is_busy() -> None:
+    def trickle() -> Iterator[int]:
+        for item in range(20):
+            time.sleep(SLEEP / 2)
+            yield item
+
+    report = Pipeline[int]().map(abs, name="quick").run(trickle()).report
+    assert share(report.stages[0].starved_seconds, "quick", report) >= 0.7
+    verdict = report.verdict
+    assert verdict is not None
+    assert (verdict.kind, verdict.stage) == ("source", None)
+
+
+def test_a_run_too_short_to_tell_has_no_verdict_and_says_so() -> None:
+    report = Pipeline[int]().map(abs).run(range(3)).report
+    assert report.elapsed_seconds < 0.05
+    assert report.verdict is None
+    assert "Verdict: the run was too short to tell" in report.summary()
+
+
+def test_the_time_table_and_the_verdict_are_in_the_summary_and_the_json() -> None:
+    report = Pipeline[int]().map(slow, workers=2, name="slow").run(range(20)).report
+    text = report.summary()
+    mode = "GIL enabled" if GIL else "GIL disabled"
+    assert f"=== TIME ({mode}) ===" in text
+    table = text.split(f"=== TIME ({mode}) ===\n", 1)[1].splitlines()
+    assert table[0].split() == [
+        "stage",
+        "executor",
+        "workers",
+        "busy",
+        "starved",
+        "blocked",
+        "items/s",
+    ]
+    assert table[1].split()[:3] == ["slow", "thread", "2"]
+    assert table[2].startswith("Verdict: stage `slow` is ")
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["gil_enabled"] is GIL
+    assert data["verdict"]["stage"] == "slow"
+    stage = data["stages"][0]
+    assert stage["executor"] == "thread"
+    assert stage["utilization"] >= 0.85
+    assert {"starved_seconds", "blocked_seconds", "cpu_seconds", "active_seconds"} <= set(stage)
+
+
+def test_a_process_stage_reports_its_executor_and_no_thread_cpu_time() -> None:
+    report = Pipeline[int]().map(abs, executor="process", name="elsewhere").run(range(5)).report
+    [stage] = report.stages
+    assert stage.executor == "process"
+    assert stage.cpu_seconds is None
+    assert stage.active_seconds > 0
