@@ -614,6 +614,55 @@ def test_worker_processes_import_the_copy_of_the_library_the_program_runs(
     assert parent == child == str(copy / "pipeline" / "__init__.py")
 
 
+MAIN_CLASSES_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    if sys.argv[1] == "without":
+        sys.modules["cloudpickle"] = None  # plain pickle, both ways
+    from dataclasses import dataclass
+    from pipeline import Pipeline, StageError
+
+    class MyError(Exception):
+        pass
+
+    @dataclass
+    class Point:
+        x: int
+
+    def to_point(x):
+        if x == 3:
+            raise MyError(x)
+        return Point(x)
+
+    def check(point):
+        assert isinstance(point, Point), type(point)
+        return point.x
+
+    if __name__ == "__main__":
+        there = Pipeline().map(to_point, executor="process").map(check).run(range(3))
+        back = Pipeline().map(to_point).map(check, executor="process").run(range(3))
+        print(there.outputs, back.outputs)
+        try:
+            Pipeline().map(to_point, executor="process").run(range(5))
+        except StageError as error:
+            print(type(error.__cause__) is MyError, error.__cause__.args)
+    """
+)
+
+
+@pytest.mark.parametrize("cloudpickle", ["with", "without"])
+def test_classes_of_the_script_go_to_worker_processes_and_come_back_as_themselves(
+    tmp_path: Path, cloudpickle: str
+) -> None:
+    # The worker re-imports the script, as __mp_main__: its Point is another
+    # class object than the script's, unless the messages say which one.
+    script = tmp_path / "classes.py"
+    script.write_text(MAIN_CLASSES_SCRIPT)
+    done = _python([str(script), cloudpickle], cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[0, 1, 2] [0, 1, 2]", "True (3,)"]
+
+
 def test_without_cloudpickle_a_function_of_python_c_is_refused_at_add() -> None:
     code = textwrap.dedent(
         """

@@ -12,9 +12,13 @@ never ``fork`` from a process that runs threads, which can deadlock the
 child. The fork server is started once per program, with this package
 preloaded, so a run's children start in milliseconds after the first.
 
-Stages are pickled with cloudpickle when it is installed (lambdas and local
-functions then travel too), else with :mod:`pickle`. Items and outputs
-travel with :mod:`pickle`.
+Everything that crosses the pipe (the stage, items, outcomes, exceptions) is
+pickled with cloudpickle when it is installed (lambdas and local functions
+then travel too), else with :mod:`pickle`. One serializer both ways matters
+for classes defined in the script that runs the pipeline: cloudpickle sends
+them by value and maps them back to the very class they came from, where
+pickle, sending them by name, would find the worker's re-imported copy of
+the script a different class.
 
 What can go wrong, and what happens:
 
@@ -45,6 +49,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchAbandoned, BatchOutcome, process_batch
@@ -119,19 +124,16 @@ def stage_modules(stage: PipelineStage[Any, Any]) -> tuple[str, ...]:
 
 def dumps_stage(stage: PipelineStage[Any, Any], name: str) -> bytes:
     """Pickle ``stage`` for a worker process, or raise ``TypeError`` saying what to do."""
-    try:
-        cloudpickle = importlib.import_module("cloudpickle")  # optional
-    except ImportError:
-        dumps: Any = pickle.dumps
+    dumps = _serializer()
+    if dumps is pickle.dumps:
         how = (
             "Define its function at module level, or install cloudpickle "
             "(pip install 'threaded-pipeline[process]') to send lambdas and local functions"
         )
     else:
-        dumps = cloudpickle.dumps
         how = "Make its attributes picklable, or create them in on_start()"
     try:
-        payload: bytes = dumps(stage, pickle.HIGHEST_PROTOCOL)
+        payload = dumps(stage, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 (any pickling failure, reported as such)
         raise TypeError(
             f"stage {name!r} cannot be sent to a worker process (executor='process'): "
@@ -145,6 +147,22 @@ def dumps_stage(stage: PipelineStage[Any, Any], name: str) -> bytes:
             f"it is defined in a __main__ that worker processes cannot import. {how}"
         )
     return payload
+
+
+def _serializer() -> Callable[..., bytes]:
+    # cloudpickle's dumps if it is installed, else pickle's.
+    try:
+        cloudpickle = importlib.import_module("cloudpickle")  # optional
+    except ImportError:
+        return pickle.dumps
+    dumps: Callable[..., bytes] = cloudpickle.dumps
+    return dumps
+
+
+def _send(conn: Connection, message: object, dumps: Callable[..., bytes]) -> None:
+    # Pickled here rather than by Connection.send, so that both ends use the
+    # serializer the stage was sent with (see the module docs).
+    conn.send_bytes(dumps(message, pickle.HIGHEST_PROTOCOL))
 
 
 def _from_unimportable_main(stage: PipelineStage[Any, Any]) -> bool:
@@ -182,7 +200,7 @@ class _Died(Exception):  # noqa: N818 (control flow)
 class ProcessWorker:
     """One worker of a process stage: a child process, driven from the worker's thread."""
 
-    __slots__ = ("_child", "_conn", "_modules", "_name", "_payload", "_processes",
+    __slots__ = ("_child", "_conn", "_dumps", "_modules", "_name", "_payload", "_processes",
                  "_stage_name", "_supervisor")  # fmt: skip
 
     batch_target_ns = round(REMOTE_BATCH_TARGET_SECONDS * 1e9)
@@ -200,6 +218,7 @@ class ProcessWorker:
         self._modules = modules  # to preload in the fork server
         self._name = f"{stage_name}-{number + 1}"
         self._payload = payload
+        self._dumps = _serializer()  # the stage's serializer: the child uses it too
         self._supervisor = supervisor
         self._processes = processes  # the run's: every child started, for it to end
         self._child: BaseProcess | None = None
@@ -214,7 +233,7 @@ class ProcessWorker:
             return  # it died, or was terminated: there is no on_stop to run
         self._child = self._conn = None
         try:
-            conn.send(None)
+            _send(conn, None, self._dumps)
             reply = _receive(child, conn, None)
         except (OSError, _Died):
             return  # it died as it was told to stop
@@ -247,7 +266,7 @@ class ProcessWorker:
         if child is None or conn is None:
             raise RuntimeError("a worker process that _spawn() did not set")
         try:
-            conn.send(batch)
+            _send(conn, batch, self._dumps)
         except OSError:
             pass  # the child is gone: _receive says how
         except BaseException as exc:  # noqa: BLE001 (an item that does not pickle)
@@ -263,7 +282,10 @@ class ProcessWorker:
         context = _get_context(self._modules)
         conn, child_end = context.Pipe()
         child = context.Process(
-            target=_child_main, args=(child_end, self._stage_name), name=self._name, daemon=True
+            target=_child_main,
+            args=(child_end, self._stage_name, self._dumps is pickle.dumps),
+            name=self._name,
+            daemon=True,
         )
         # Listed before start(): whatever happens next, the run ends it.
         self._processes.append(child)
@@ -318,11 +340,11 @@ def _receive(child: BaseProcess, conn: Connection, worker: ProcessWorker | None)
         if worker is not None and worker._supervisor.cancelled:
             raise worker._abandon()
     try:
-        return conn.recv()
+        message = conn.recv_bytes()
     except EOFError:
         raise worker._died(child) if worker is not None else _Died(WorkerDied("")) from None
-    except OSError:
-        raise
+    try:
+        return pickle.loads(message)
     except BaseException as exc:  # noqa: BLE001 (an output that does not unpickle here)
         raise _Unsendable(_not_sent(exc, "an output", "received from")) from None
 
@@ -349,43 +371,49 @@ def _exit_status(child: BaseProcess) -> str:
 # -- the child's side ----------------------------------------------------------
 
 
-def _child_main(conn: Connection, stage_name: str) -> None:
+def _child_main(conn: Connection, stage_name: str, plain_pickle: bool) -> None:
     # The parent decides what a Ctrl-C means and ends its children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dumps = pickle.dumps if plain_pickle else _serializer()  # as the parent pickles
     try:
-        stage = pickle.loads(conn.recv_bytes())
+        stage = pickle.loads(conn.recv_bytes())  # cloudpickle's output loads with pickle
         kind, call = kind_of(stage)
         stage.on_start()
     except BaseException as exc:  # noqa: BLE001 (sent to the parent)
-        conn.send(("failed", _portable(exc)))
+        _send(conn, ("failed", _portable(exc, dumps)), dumps)
         return
-    conn.send(("ready", None))
+    _send(conn, ("ready", None), dumps)
     while True:
         try:
-            batch = conn.recv()
+            message = conn.recv_bytes()
         except EOFError:
             return  # the parent is gone
+        try:
+            batch = pickle.loads(message)
         except BaseException as exc:  # noqa: BLE001 (an item that does not unpickle here)
-            conn.send(_unsendable(_not_sent(exc, "an item", "received by")))
+            _send(conn, _unsendable(_not_sent(exc, "an item", "received by")), dumps)
             continue
         if batch is None:
             break
         outputs, completed, dropped, error, nanoseconds = process_batch(kind, call, batch)
         if error is not None:
-            error = _portable(error)
+            error = _portable(error, dumps)
         outcome = (outputs, completed, dropped, error, nanoseconds)
         try:
-            conn.send(outcome)
-        except OSError:
-            return
+            payload = dumps(outcome, pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # noqa: BLE001 (an output that does not pickle)
-            conn.send(_unsendable(_not_sent(exc, "an output", "sent back from")))
+            unsent = _unsendable(_not_sent(exc, "an output", "sent back from"))
+            payload = dumps(unsent, pickle.HIGHEST_PROTOCOL)
+        try:
+            conn.send_bytes(payload)
+        except OSError:
+            return  # the parent is gone
     try:
         stage.on_stop()
     except BaseException as exc:  # noqa: BLE001 (sent to the parent)
-        conn.send(("stopped", _portable(exc)))
+        _send(conn, ("stopped", _portable(exc, dumps)), dumps)
     else:
-        conn.send(("stopped", None))
+        _send(conn, ("stopped", None), dumps)
 
 
 def _unsendable(error: TypeError) -> BatchOutcome:
@@ -393,7 +421,7 @@ def _unsendable(error: TypeError) -> BatchOutcome:
     return [], 0, 0, _Unsendable(error), 0
 
 
-def _portable(exc: BaseException) -> BaseException:
+def _portable(exc: BaseException, dumps: Callable[..., bytes]) -> BaseException:
     # `exc` with the child's traceback as a note, if it survives pickling;
     # else a RuntimeError that says what it was.
     try:
@@ -403,7 +431,7 @@ def _portable(exc: BaseException) -> BaseException:
     note = f"raised in worker process {os.getpid()}:\n{text}"
     try:
         exc.add_note(note)
-        pickle.loads(pickle.dumps(exc))
+        pickle.loads(dumps(exc, pickle.HIGHEST_PROTOCOL))
     except BaseException:  # noqa: BLE001 (it does not travel)
         stand_in = RuntimeError(f"{_type_name(exc)}: {_short_str(exc)}")
         stand_in.add_note(f"{note}\n(the original exception could not be pickled)")
