@@ -94,6 +94,26 @@ def test_main_prints_the_report_as_json(capsys: pytest.CaptureFixture[str]) -> N
     assert [s["name"] for s in report["stages"]] == ["Multiply Stage", "Add Stage", "Filter Stage"]
 
 
+def test_trace_writes_the_demo_run_as_a_timeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "demo.json"
+    code, out, _ = _run(["--items", "6", "--quiet", "--trace", str(path)], capsys)
+    assert code == 0
+    assert "Success: 6" in out
+    events = json.loads(path.read_text(encoding="utf-8"))["traceEvents"]
+    tracks = sorted(e["args"]["name"] for e in events if e["name"] == "thread_name")
+    assert tracks == ["Add Stage-1", "Filter Stage-1", "Multiply Stage-1"]
+    first = [e for e in events if e["ph"] == "X" and e["name"].startswith("Multiply")]
+    assert sum(e["args"]["size"] for e in first) == 6
+
+
+def test_a_bad_trace_path_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["--trace", "/no/such/directory/run.json"], capsys)
+    assert code == 2
+    assert "argument --trace: must be a path in an existing directory" in err
+
+
 def test_main_applies_workers_queue_size_and_unordered(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -182,6 +202,8 @@ def test_help_returns_0_and_describes_the_exit_codes(capsys: pytest.CaptureFixtu
         ["--quiet", "--log-level", "INFO"],
         ["--bogus"],
         ["extra"],
+        ["--trace", "/no/such/directory/run.json"],
+        ["--trace", "."],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,6 +50,7 @@ from ._safequeue import Producer as Producer
 from ._safequeue import QueueStats as QueueStats
 from ._safequeue import SafeQueue as SafeQueue
 from ._stage import PipelineStage as PipelineStage
+from ._trace import TraceFile as TraceFile
 from ._verdict import Verdict as Verdict
 
 __version__ = "0.1.0"
@@ -88,6 +89,7 @@ __all__ = [
     "StageOptions",
     "StageReport",
     "Stream",
+    "TraceFile",
     "Verdict",
     "WorkerDied",
     "WorkerInfo",

@@ -26,6 +26,7 @@ from ._pipeline import MAX_WORKERS, Pipeline
 from ._report import PipelineReport
 from ._run import DEFAULT_MAXSIZE
 from ._stage import PipelineStage
+from ._trace import check_trace
 from ._validate import MAX_SECONDS
 from .stages import AddStage, FilterStage, MultiplyStage
 
@@ -120,6 +121,27 @@ def number(minimum: float, maximum: float, *, what: str = "a number") -> Callabl
 def seconds(maximum: float = MAX_SECONDS) -> Callable[[str], float]:
     """Return an argparse type: a finite, non-negative number of seconds."""
     return number(0.0, maximum, what="a number of seconds")
+
+
+def trace_file(text: str) -> str:
+    """The ``--trace FILE`` argument: a file path in a directory that exists."""
+    try:
+        checked = check_trace(text)
+    except ValueError as exc:
+        message = str(exc).replace("'trace' must be", "must be")
+        raise argparse.ArgumentTypeError(message) from None
+    return text if checked is None else checked
+
+
+def add_trace_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--trace FILE``, shared by every command: the run's timeline for Perfetto."""
+    parser.add_argument(
+        "--trace",
+        type=trace_file,
+        metavar="FILE",
+        help="write the run's timeline to FILE (Chrome trace JSON: open it in "
+        "https://ui.perfetto.dev)",
+    )
 
 
 def program_name() -> str:
@@ -227,6 +249,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print the report as JSON instead of text"
     )
+    add_trace_option(parser)
     return parser
 
 
@@ -293,7 +316,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         pipeline = build_demo(args)
 
         def demo() -> PipelineReport | None:
-            with pipeline.stream(range(1, args.items + 1), timeout=args.timeout) as outputs:
+            items = range(1, args.items + 1)
+            with pipeline.stream(items, timeout=args.timeout, trace=args.trace) as outputs:
                 for item in outputs:
                     logger.info("Final output: %s", item)
             return outputs.report

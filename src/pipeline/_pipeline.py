@@ -12,6 +12,7 @@ side so that a change to one is seen against the other.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,7 @@ from ._run import DEFAULT_MAXSIZE, DEFAULT_QUEUE_BYTES, MIN_DEFAULT_MAXSIZE, Run
 from ._safequeue import SafeQueue
 from ._source import is_in_memory
 from ._stage import PipelineStage, StageKind, StageSpec, kind_of
+from ._trace import TraceFile, check_trace
 from ._validate import check_int, check_seconds
 from .stages import EachStage, FilterStage, FlatMapStage, MapStage
 
@@ -456,6 +458,7 @@ class Pipeline(Generic[In, Out]):
         source: Iterable[In] | SafeQueue[In],
         timeout: float | None,
         observers: Iterable[Observer],
+        trace: str | os.PathLike[str] | None,
         *,
         final_maxsize: int | None,
     ) -> Run:
@@ -463,6 +466,9 @@ class Pipeline(Generic[In, Out]):
             raise PipelineStateError("the pipeline is closed")
         check_seconds("timeout", timeout)
         watchers = check_observers(observers)
+        trace_path = check_trace(trace)
+        if trace_path is not None:
+            watchers += (TraceFile(trace_path),)
         specs = tuple(self._specs)
         if isinstance(source, SafeQueue):
             run = Run(specs, final_maxsize, source, observers=watchers)
@@ -506,6 +512,7 @@ class Pipeline(Generic[In, Out]):
         *,
         timeout: float | None = None,
         observers: Iterable[Observer] = (),
+        trace: str | os.PathLike[str] | None = None,
     ) -> RunResult[Out]:
         """Feed ``source`` through the stages; return every output and the report.
 
@@ -536,6 +543,9 @@ class Pipeline(Generic[In, Out]):
                 run's events (workers started and stopped, every batch with
                 its counts and duration, retries, dead letters, failures, the
                 final report), for progress, traces or metrics.
+            trace: a file to write the run's timeline to, in the Chrome Trace
+                Event format that https://ui.perfetto.dev opens (see
+                :class:`~pipeline.TraceFile`).
 
         Raises:
             StageError: a stage, a hook or the source raised (fail-fast); the
@@ -545,7 +555,7 @@ class Pipeline(Generic[In, Out]):
             PipelineInterrupted: Ctrl-C; a ``KeyboardInterrupt``, raised after
                 the run was cancelled and joined (see :mod:`pipeline` docs).
         """
-        run = self._new_run(source, timeout, observers, final_maxsize=0)
+        run = self._new_run(source, timeout, observers, trace, final_maxsize=0)
         guarded = _interrupt.guard(run)
         try:
             deadline = None if timeout is None else monotonic() + timeout
@@ -580,6 +590,7 @@ class Pipeline(Generic[In, Out]):
         *,
         timeout: float | None = None,
         observers: Iterable[Observer] = (),
+        trace: str | os.PathLike[str] | None = None,
     ) -> Stream[Out]:
         """Yield outputs as they come, with memory bounded by the queue sizes.
 
@@ -598,7 +609,7 @@ class Pipeline(Generic[In, Out]):
         are joined, so the body of a ``for`` loop over the stream is never
         interrupted halfway by the first Ctrl-C (a second one interrupts it).
 
-        ``timeout`` and ``observers`` are as for :meth:`run`; the observers'
+        ``timeout``, ``observers`` and ``trace`` are as for :meth:`run`; the observers'
         ``run_started`` comes with the first ``next()``, their
         ``run_finished`` once the stream has ended or been closed.
 
@@ -606,7 +617,7 @@ class Pipeline(Generic[In, Out]):
             StageError, PipelineTimeout, PipelineCancelled, PipelineInterrupted:
                 as :meth:`run`, from the ``next()`` call that reaches them.
         """
-        run = self._new_run(source, timeout, observers, final_maxsize=self._maxsize)
+        run = self._new_run(source, timeout, observers, trace, final_maxsize=self._maxsize)
         state = _StreamState(run)
         stream: Stream[Out] = Stream(self._iterate(run, timeout, state), state)
         with self._registry:
