@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script (python examples/x.py): use the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline import Pipeline, PipelineReport
-from pipeline._cli import add_trace_option, parse_args, run_reporting, whole_number
+from pipeline._cli import add_observing_options, parse_args, run_reporting, whole_number
 from pipeline.stages import APIUploader, FileRecord, S3Uploader, Verifier
 
 logger = logging.getLogger("pipeline.examples.migration")
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--real-time", action="store_true", help="real-world delays (0.2-0.5 s and 1-2 s)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-file log lines")
-    add_trace_option(parser)
+    add_observing_options(parser)
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def migrate() -> PipelineReport:
         with pipeline:
-            return pipeline.run(dispatch(args.files), trace=args.trace).report
+            return pipeline.run(
+                dispatch(args.files), trace=args.trace, progress=args.progress
+            ).report
 
     def show(report: PipelineReport | None) -> None:
         print()

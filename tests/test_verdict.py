@@ -81,7 +81,8 @@ def test_a_cpu_bound_thread_stage_gets_the_process_advice() -> None:
     report = Pipeline[int]().map(spin, workers=2, name="spin").run(range(150)).report
     [stage] = report.stages
     assert stage.cpu_seconds is not None
-    assert stage.cpu_seconds >= 0.7 * report.elapsed_seconds  # about a core, under the GIL
+    # About a core under the GIL (less on a loaded machine), not two.
+    assert 0.4 * report.elapsed_seconds <= stage.cpu_seconds <= 1.3 * report.elapsed_seconds
     verdict = report.verdict
     assert verdict is not None
     assert (verdict.kind, verdict.stage) == ("cpu-bound", "spin")

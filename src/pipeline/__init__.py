@@ -29,6 +29,7 @@ from ._observe import BatchStats as BatchStats
 from ._observe import Observer as Observer
 from ._observe import RunInfo as RunInfo
 from ._observe import StageInfo as StageInfo
+from ._observe import StageSnapshot as StageSnapshot
 from ._observe import WorkerInfo as WorkerInfo
 from ._pipeline import MAX_WORKERS as MAX_WORKERS
 from ._pipeline import Pipeline as Pipeline
@@ -37,6 +38,7 @@ from ._pipeline import StageOptions as StageOptions
 from ._pipeline import Stream as Stream
 from ._policy import OnError as OnError
 from ._policy import Retry as Retry
+from ._progress import Progress as Progress
 from ._report import DeadLetter as DeadLetter
 from ._report import PipelineReport as PipelineReport
 from ._report import RunStatus as RunStatus
@@ -77,6 +79,7 @@ __all__ = [
     "PipelineTimeout",
     "Producer",
     "ProducerError",
+    "Progress",
     "QueueStats",
     "Retry",
     "RunInfo",
@@ -88,6 +91,7 @@ __all__ = [
     "StageInfo",
     "StageOptions",
     "StageReport",
+    "StageSnapshot",
     "Stream",
     "TraceFile",
     "Verdict",

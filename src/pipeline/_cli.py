@@ -133,8 +133,13 @@ def trace_file(text: str) -> str:
     return text if checked is None else checked
 
 
-def add_trace_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--trace FILE``, shared by every command: the run's timeline for Perfetto."""
+def add_observing_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--progress`` and ``--trace FILE``, shared by every command."""
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show live progress on stderr, a line per stage, every second",
+    )
     parser.add_argument(
         "--trace",
         type=trace_file,
@@ -249,7 +254,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print the report as JSON instead of text"
     )
-    add_trace_option(parser)
+    add_observing_options(parser)
     return parser
 
 
@@ -317,7 +322,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
         def demo() -> PipelineReport | None:
             items = range(1, args.items + 1)
-            with pipeline.stream(items, timeout=args.timeout, trace=args.trace) as outputs:
+            with pipeline.stream(
+                items, timeout=args.timeout, trace=args.trace, progress=args.progress
+            ) as outputs:
                 for item in outputs:
                     logger.info("Final output: %s", item)
             return outputs.report

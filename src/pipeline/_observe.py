@@ -47,6 +47,7 @@ __all__ = [
     "ObserverGroup",
     "RunInfo",
     "StageInfo",
+    "StageSnapshot",
     "WorkerInfo",
     "check_observers",
 ]
@@ -123,6 +124,42 @@ class BatchStats:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class StageSnapshot:
+    """A stage as it is now, read while the run goes on (see :meth:`RunInfo.snapshot`).
+
+    The counts are each worker's own, read without stopping it: each is
+    exact as of some moment of the last batch.
+
+    Attributes:
+        name: the stage's name.
+        workers: its number of workers.
+        busy: workers holding a batch now.
+        taken: items its workers took so far.
+        completed: items whose ``process()`` returned so far.
+        emitted: outputs it produced so far.
+        dropped: completed items with no output so far.
+        failed: items that failed so far.
+        queue_size: items waiting in its input queue.
+        queue_maxsize: the bound of that queue (0: unbounded).
+        starved: a worker is waiting for input.
+        blocked: a worker is waiting for room in the queue after it.
+    """
+
+    name: str
+    workers: int
+    busy: int
+    taken: int
+    completed: int
+    emitted: int
+    dropped: int
+    failed: int
+    queue_size: int
+    queue_maxsize: int
+    starved: bool
+    blocked: bool
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """The run an observer watches, given to :meth:`Observer.run_started`.
@@ -135,6 +172,11 @@ class RunInfo:
     stages: tuple[StageInfo, ...]
     expected: int | None
     _queue_stats: Callable[[], tuple[QueueStats, ...]]
+    _snapshot: Callable[[], tuple[StageSnapshot, ...]]
+
+    def snapshot(self) -> tuple[StageSnapshot, ...]:
+        """Every stage as it is now; safe from any thread, e.g. from :meth:`Observer.tick`."""
+        return self._snapshot()
 
     def queue_stats(self) -> tuple[QueueStats, ...]:
         """Snapshots of every stage's input queue, in order, then of the output queue.
@@ -165,8 +207,17 @@ class Observer:
     1000
     """
 
+    tick_seconds: float | None = None
+    """Set it to have :meth:`tick` called about this often while the run goes on."""
+
     def run_started(self, run: RunInfo) -> None:
         """The run is about to start its threads."""
+
+    def tick(self, run: RunInfo) -> None:
+        """Called every ``tick_seconds`` from a thread of the run, until its workers end.
+
+        For what no event says: live progress, gauges (see :meth:`RunInfo.snapshot`).
+        """
 
     def worker_started(self, worker: WorkerInfo) -> None:
         """A worker is ready: its ``on_start`` returned."""
@@ -216,12 +267,15 @@ class ObserverGroup:
     without a lock; the lock makes removing one (and logging it) happen once.
     """
 
-    __slots__ = ("_lock", "active", "started")
+    __slots__ = ("_lock", "active", "started", "tick_seconds")
 
     def __init__(self, observers: tuple[Observer, ...]) -> None:
         self.active = observers
         self.started = False
         self._lock = threading.Lock()
+        # The run ticks as often as the most eager observer asks.
+        wanted = [o.tick_seconds for o in observers if o.tick_seconds is not None]
+        self.tick_seconds = min(wanted) if wanted else None
 
     def call(self, event: str, *args: Any, caller: bool = False) -> None:
         """Send one event to every active observer.

@@ -31,6 +31,7 @@ from ._exceptions import PipelineCancelled, PipelineStateError
 from ._executors import check_executor
 from ._observe import Observer, check_observers
 from ._policy import OnError, Retry, check_on_error
+from ._progress import Progress
 from ._report import PipelineReport, RunStatus
 from ._run import DEFAULT_MAXSIZE, DEFAULT_QUEUE_BYTES, MIN_DEFAULT_MAXSIZE, Run
 from ._safequeue import SafeQueue
@@ -459,6 +460,7 @@ class Pipeline(Generic[In, Out]):
         timeout: float | None,
         observers: Iterable[Observer],
         trace: str | os.PathLike[str] | None,
+        progress: bool,
         *,
         final_maxsize: int | None,
     ) -> Run:
@@ -467,8 +469,12 @@ class Pipeline(Generic[In, Out]):
         check_seconds("timeout", timeout)
         watchers = check_observers(observers)
         trace_path = check_trace(trace)
+        if not isinstance(progress, bool):
+            raise TypeError(f"'progress' must be True or False, not {type(progress).__name__}")
         if trace_path is not None:
             watchers += (TraceFile(trace_path),)
+        if progress:
+            watchers += (Progress(),)
         specs = tuple(self._specs)
         if isinstance(source, SafeQueue):
             run = Run(specs, final_maxsize, source, observers=watchers)
@@ -513,6 +519,7 @@ class Pipeline(Generic[In, Out]):
         timeout: float | None = None,
         observers: Iterable[Observer] = (),
         trace: str | os.PathLike[str] | None = None,
+        progress: bool = False,
     ) -> RunResult[Out]:
         """Feed ``source`` through the stages; return every output and the report.
 
@@ -546,6 +553,8 @@ class Pipeline(Generic[In, Out]):
             trace: a file to write the run's timeline to, in the Chrome Trace
                 Event format that https://ui.perfetto.dev opens (see
                 :class:`~pipeline.TraceFile`).
+            progress: show live progress on stderr every second, a line per
+                stage (see :class:`~pipeline.Progress`).
 
         Raises:
             StageError: a stage, a hook or the source raised (fail-fast); the
@@ -555,7 +564,7 @@ class Pipeline(Generic[In, Out]):
             PipelineInterrupted: Ctrl-C; a ``KeyboardInterrupt``, raised after
                 the run was cancelled and joined (see :mod:`pipeline` docs).
         """
-        run = self._new_run(source, timeout, observers, trace, final_maxsize=0)
+        run = self._new_run(source, timeout, observers, trace, progress, final_maxsize=0)
         guarded = _interrupt.guard(run)
         try:
             deadline = None if timeout is None else monotonic() + timeout
@@ -591,6 +600,7 @@ class Pipeline(Generic[In, Out]):
         timeout: float | None = None,
         observers: Iterable[Observer] = (),
         trace: str | os.PathLike[str] | None = None,
+        progress: bool = False,
     ) -> Stream[Out]:
         """Yield outputs as they come, with memory bounded by the queue sizes.
 
@@ -609,15 +619,18 @@ class Pipeline(Generic[In, Out]):
         are joined, so the body of a ``for`` loop over the stream is never
         interrupted halfway by the first Ctrl-C (a second one interrupts it).
 
-        ``timeout``, ``observers`` and ``trace`` are as for :meth:`run`; the observers'
-        ``run_started`` comes with the first ``next()``, their
-        ``run_finished`` once the stream has ended or been closed.
+        ``timeout``, ``observers``, ``trace`` and ``progress`` are as for
+        :meth:`run`; the observers' ``run_started`` comes with the first
+        ``next()``, their ``run_finished`` once the stream has ended or been
+        closed.
 
         Raises:
             StageError, PipelineTimeout, PipelineCancelled, PipelineInterrupted:
                 as :meth:`run`, from the ``next()`` call that reaches them.
         """
-        run = self._new_run(source, timeout, observers, trace, final_maxsize=self._maxsize)
+        run = self._new_run(
+            source, timeout, observers, trace, progress, final_maxsize=self._maxsize
+        )
         state = _StreamState(run)
         stream: Stream[Out] = Stream(self._iterate(run, timeout, state), state)
         with self._registry:

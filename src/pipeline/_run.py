@@ -53,7 +53,15 @@ from ._exceptions import (
     _short_str,
 )
 from ._executors import executor_name, worker_handle
-from ._observe import ObservedRecorder, Observer, ObserverGroup, RunInfo, StageInfo, WorkerInfo
+from ._observe import (
+    ObservedRecorder,
+    Observer,
+    ObserverGroup,
+    RunInfo,
+    StageInfo,
+    StageSnapshot,
+    WorkerInfo,
+)
 from ._ordering import ReorderWindow
 from ._report import PipelineReport, RunStatus, StageRecorder, StageReport
 from ._safequeue import Empty, Producer, QueueStats, SafeQueue
@@ -191,6 +199,8 @@ class Run:
         self.cancelled_at = 0.0
         # Lets a retry back-off sleep be cut short by a cancellation.
         self._stopping = threading.Event()
+        # Set once the workers are joined: ends the ticker thread.
+        self._workers_ended = threading.Event()
         # Ctrl-C (see _interrupt): written by the signal handler in the main
         # thread, which takes no lock; read by the same thread.
         self.interrupts = 0
@@ -216,7 +226,44 @@ class Run:
             for index, spec in enumerate(self.specs)
         )
         queues = self.queues
-        return RunInfo(stages, self.expected, lambda: tuple(q.stats() for q in queues))
+        return RunInfo(
+            stages, self.expected, lambda: tuple(q.stats() for q in queues), self._snapshot
+        )
+
+    def _snapshot(self) -> tuple[StageSnapshot, ...]:
+        # Read while the workers write: each figure is some moment's.
+        stats = [queue.stats() for queue in self.queues]
+        stages = []
+        for index, spec in enumerate(self.specs):
+            recorders = self.recorders[index]
+            inbox = stats[index]
+            stages.append(
+                StageSnapshot(
+                    name=spec.name,
+                    workers=spec.workers,
+                    busy=sum(1 for r in recorders if r.in_hand),
+                    taken=sum(r.taken for r in recorders),
+                    completed=sum(r.completed for r in recorders),
+                    emitted=sum(r.emitted for r in recorders),
+                    dropped=sum(r.dropped for r in recorders),
+                    failed=sum(r.failed for r in recorders),
+                    queue_size=inbox.size,
+                    queue_maxsize=inbox.maxsize,
+                    starved=inbox.getters_waiting > 0,
+                    blocked=stats[index + 1].putters_waiting > 0,
+                )
+            )
+        return tuple(stages)
+
+    def _tick(self, seconds: float) -> None:
+        # The ticker thread: observers that asked for it hear from the run
+        # every `seconds` until its workers have ended (join() says when).
+        group = self.observers
+        if group is None:
+            return
+        info = self._run_info()
+        while not self._workers_ended.wait(seconds):
+            group.call("tick", info)
 
     # -- the Supervisor protocol, used by the workers --------------------------
 
@@ -367,6 +414,10 @@ class Run:
                 self.reader = SourceReader(self.source, self, MAX_BATCH, self.sequence)
                 handle = self.queues[0].producer()
                 plans.append(("pipeline-source", self._feed, (handle,), None))
+        if self.observers is not None and self.observers.tick_seconds is not None:
+            ticking = WorkerState()
+            ticking.where = "tick"  # what it is inside, should it hang there
+            plans.append(("pipeline-ticker", self._tick, (self.observers.tick_seconds,), ticking))
         for index, spec in enumerate(self.specs):
             for number, stage in enumerate(copies[index]):
                 state = WorkerState()
@@ -392,7 +443,12 @@ class Run:
 
     def join(self) -> None:
         """Join every thread of the run, or say which ones it left running."""
+        ticker = [r for r in self.threads if r.thread.name == "pipeline-ticker"]
         for record in self.threads:
+            if record not in ticker:
+                self._join(record)
+        self._workers_ended.set()  # the ticker's last tick is over when it is joined
+        for record in ticker:
             self._join(record)
         if self._canceller is not None and self._canceller.acquire(timeout=_JOIN_SLICE * 20):
             self._canceller.release()

@@ -34,7 +34,7 @@ MIN_SECONDS = 0.05
 """A run shorter than this gets no verdict: start-up would dominate its figures."""
 
 BUSY = 0.6  # a stage busy this share of its workers' time or more is saturated
-CPU_BOUND_CORES = 0.7  # a thread stage burning this many cores on a GIL is CPU-bound
+CPU_BOUND_CORES = 0.5  # a thread stage burning this many cores on a GIL is CPU-bound
 WAITING = 0.2  # a neighbour waiting this share of its time or more is evidence
 
 VerdictKind = Literal["stage", "cpu-bound", "source", "consumer", "none"]
@@ -155,10 +155,14 @@ def _saturated(
 
 
 def _cores(stage: StageReport, elapsed: float) -> float:
-    # The cores a thread stage's workers kept busy, on average.
+    # The cores a thread stage's workers kept busy, on average, while they
+    # were up. Half a core is enough to call it CPU-bound: under the GIL the
+    # rest of the program gets what is left, and on a loaded machine a
+    # CPU-bound stage gets less than a core anyway.
     if stage.executor != "thread" or stage.cpu_seconds is None:
         return 0.0
-    return stage.cpu_seconds / elapsed
+    lifetime = stage.active_seconds / stage.workers if stage.active_seconds > 0 else elapsed
+    return stage.cpu_seconds / lifetime
 
 
 def _share(seconds: float, stage: StageReport, elapsed: float) -> float:

@@ -58,7 +58,7 @@ from typing import IO
 from PIL import Image, ImageColor, ImageFilter, ImageOps
 
 from pipeline import Pipeline, PipelineReport, PipelineStage
-from pipeline._cli import add_trace_option, parse_args, run_reporting, whole_number
+from pipeline._cli import add_observing_options, parse_args, run_reporting, whole_number
 
 from .samples import generate
 
@@ -481,7 +481,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="where the features stage runs (default process; thread shows the GIL's cost)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-image log lines")
-    add_trace_option(parser)
+    add_observing_options(parser)
     return parser
 
 
@@ -510,7 +510,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "run_custom_example.p
             # stream(), not run(): the saved paths are not kept in a list, and each
             # counts as delivered as it comes out, so a partial report (Ctrl-C)
             # counts the images already saved as successes.
-            with pipeline, pipeline.stream(paths, trace=args.trace) as saved:
+            with (
+                pipeline,
+                pipeline.stream(paths, trace=args.trace, progress=args.progress) as saved,
+            ):
                 for _ in saved:
                     pass
             return saved.report
