@@ -59,6 +59,7 @@ from .harness import (
     median,
     paired_ratio,
 )
+from .observed import observed
 from .processes import cpu_bound, process_cheap
 
 __all__ = [
@@ -605,5 +606,6 @@ SCENARIOS: Final[dict[str, Callable[[Config], ScenarioResult]]] = {
     "memory": memory,
     "cpu_bound": cpu_bound,
     "process_cheap": process_cheap,
+    "observed": observed,
 }
 """Every scenario by name, in the order they run."""
