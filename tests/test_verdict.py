@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline import Pipeline, PipelineReport
+from pipeline import ItemTimes, Pipeline, PipelineReport
+from pipeline._report import ITEM_SAMPLE, StageRecorder
 
 SLEEP = 0.01  # what the slow stage sleeps per item
 ITEMS = 40
@@ -132,6 +133,10 @@ def test_the_time_table_and_the_verdict_are_in_the_summary_and_the_json() -> Non
         "starved",
         "blocked",
         "items/s",
+        "item",
+        "p50",
+        "item",
+        "p99",
     ]
     assert table[1].split()[:3] == ["slow", "thread", "2"]
     assert table[2].startswith("Verdict: stage `slow` is ")
@@ -150,3 +155,40 @@ def test_a_process_stage_reports_its_executor_and_no_thread_cpu_time() -> None:
     assert stage.executor == "process"
     assert stage.cpu_seconds is None
     assert stage.active_seconds > 0
+
+
+def test_item_times_of_a_sleeping_stage_are_its_sleep_and_the_maximum_is_exact() -> None:
+    report = Pipeline[int]().map(abs, name="fast").map(slow, name="slow").run(range(30)).report
+    fast, slow_stage = report.stages
+    times = slow_stage.item_seconds
+    assert times is not None
+    assert SLEEP <= times.p50 <= times.p95 <= times.p99 <= times.max
+    assert times.p50 < 5 * SLEEP
+    assert times.batches == 30  # one item per batch at 10 ms each
+    assert fast.item_seconds is not None
+    assert fast.item_seconds.p50 < SLEEP / 10
+    assert report.to_dict()["stages"][1]["item_seconds"]["batches"] == 30
+
+
+def test_the_item_time_sample_is_bounded_and_keeps_the_exact_maximum() -> None:
+    recorder = StageRecorder()
+    fed = [(n * 7919) % 100_003 for n in range(3 * ITEM_SAMPLE)]
+    for nanoseconds in fed:
+        recorder.batch_done(1, 1, 1, 0, nanoseconds)
+    assert len(recorder.item_ns) == ITEM_SAMPLE
+    assert recorder.batches == len(fed)
+    assert set(recorder.item_ns) <= set(fed)
+    times = ItemTimes.from_recorders([recorder])
+    assert times is not None
+    assert times.max == max(fed) / 1e9
+    # A uniform sample of a uniform spread: its median near the middle.
+    assert 0.4 * max(fed) / 1e9 <= times.p50 <= 0.6 * max(fed) / 1e9
+
+
+def test_a_batch_of_several_items_counts_its_mean_time_per_item() -> None:
+    recorder = StageRecorder()
+    recorder.batch_done(4, 4, 4, 0, 4_000)
+    times = ItemTimes.from_recorders([recorder])
+    assert times is not None
+    assert (times.p50, times.max, times.batches) == (1e-6, 1e-6, 1)
+    assert ItemTimes.from_recorders([StageRecorder()]) is None

@@ -40,6 +40,7 @@ from ._policy import OnError as OnError
 from ._policy import Retry as Retry
 from ._progress import Progress as Progress
 from ._report import DeadLetter as DeadLetter
+from ._report import ItemTimes as ItemTimes
 from ._report import PipelineReport as PipelineReport
 from ._report import RunStatus as RunStatus
 from ._report import StageReport as StageReport
@@ -67,6 +68,7 @@ __all__ = [
     "DeadLetter",
     "Empty",
     "Full",
+    "ItemTimes",
     "Observer",
     "OnError",
     "Pipeline",

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from random import random
+from statistics import quantiles
 from typing import Any, Literal
 
 from ._exceptions import _short_repr
@@ -42,7 +44,18 @@ from ._safequeue import QueueStats
 from ._summary import stage_table, summary, time_table
 from ._verdict import Verdict, judge
 
-__all__ = ["DeadLetter", "PipelineReport", "RunStatus", "StageRecorder", "StageReport"]
+__all__ = [
+    "ITEM_SAMPLE",
+    "DeadLetter",
+    "ItemTimes",
+    "PipelineReport",
+    "RunStatus",
+    "StageRecorder",
+    "StageReport",
+]
+
+ITEM_SAMPLE = 4096
+"""Batches per worker whose time per item the report keeps, for its percentiles."""
 
 RunStatus = Literal["completed", "failed", "cancelled", "timed out", "interrupted", "closed"]
 
@@ -90,6 +103,7 @@ class StageRecorder:
 
     __slots__ = (
         "abandoned",
+        "batches",
         "busy_ns",
         "completed",
         "cpu_ns",
@@ -98,6 +112,8 @@ class StageRecorder:
         "emitted",
         "failed",
         "in_hand",
+        "item_max_ns",
+        "item_ns",
         "ready_ns",
         "retried",
         "taken",
@@ -115,6 +131,11 @@ class StageRecorder:
         self.busy_ns = 0
         self.cpu_ns: int | None = None  # the worker thread's CPU time (thread stages)
         self.ready_ns = 0  # perf_counter_ns() when on_start returned (0: never)
+        # Time per item (a batch's time over its size): a bounded uniform
+        # sample of the batches (reservoir sampling), and the exact maximum.
+        self.batches = 0
+        self.item_ns: list[int] = []
+        self.item_max_ns = 0
         self.dead_letters: list[DeadLetter] = []
 
     def worker_started(self) -> None:
@@ -139,6 +160,15 @@ class StageRecorder:
         self.dropped += dropped
         self.busy_ns += nanoseconds
         self.in_hand = 0
+        if size:
+            per_item = nanoseconds // size
+            self.batches = seen = self.batches + 1
+            if seen <= ITEM_SAMPLE:
+                self.item_ns.append(per_item)
+            elif (slot := int(random() * seen)) < ITEM_SAMPLE:
+                self.item_ns[slot] = per_item
+            if per_item > self.item_max_ns:  # noqa: PLR1730 (max() costs a call per batch)
+                self.item_max_ns = per_item
 
     def batch_stopped(
         self,
@@ -179,6 +209,51 @@ class StageRecorder:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemTimes:
+    """How long ``process()`` took per item in one stage: percentiles and the maximum.
+
+    Each batch gives one figure, its time over its size: exact for items
+    processed alone (a slow stage's usual case), the batch's mean for items
+    batched together. The percentiles come from a uniform sample of up to
+    :data:`ITEM_SAMPLE` batches per worker; ``max`` is exact.
+
+    Attributes:
+        p50, p95, p99: percentiles, in seconds.
+        max: the longest, in seconds.
+        batches: how many batches the percentiles were computed from.
+    """
+
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    batches: int
+
+    @classmethod
+    def from_recorders(cls, recorders: Sequence[StageRecorder]) -> ItemTimes | None:
+        """Merge the workers' samples; ``None`` when there is none."""
+        sample = sorted(ns for r in recorders for ns in r.item_ns)
+        if not sample:
+            return None
+        cuts: list[float] = (
+            [float(sample[0])] * 99
+            if len(sample) == 1
+            else quantiles(sample, n=100, method="inclusive")
+        )
+        return cls(
+            p50=cuts[49] / 1e9,
+            p95=cuts[94] / 1e9,
+            p99=cuts[98] / 1e9,
+            max=max(r.item_max_ns for r in recorders) / 1e9,
+            batches=len(sample),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {name: getattr(self, name) for name in ("p50", "p95", "p99", "max", "batches")}
+
+
+@dataclass(frozen=True, slots=True)
 class StageReport:
     """What one stage did during a run.
 
@@ -215,6 +290,8 @@ class StageReport:
             only; ``None`` elsewhere).
         active_seconds: its workers' time from being ready (``on_start``
             returned) to the run's end, summed: what they could have spent busy.
+        item_seconds: the time ``process()`` took per item (see
+            :class:`ItemTimes`), or ``None`` when no batch finished.
     """
 
     name: str
@@ -235,6 +312,7 @@ class StageReport:
     blocked_seconds: float = 0.0
     cpu_seconds: float | None = None
     active_seconds: float = 0.0
+    item_seconds: ItemTimes | None = None
 
     @classmethod
     def from_recorders(
@@ -281,6 +359,7 @@ class StageReport:
             executor=executor,
             utilization=busy / capacity if capacity > 0 else 0.0,
             active_seconds=active,
+            item_seconds=ItemTimes.from_recorders(recorders),
             starved_seconds=starved,
             blocked_seconds=blocked,
             cpu_seconds=sum(cpu) / 1e9 if cpu else None,
@@ -320,6 +399,7 @@ class StageReport:
             "blocked_seconds": round(self.blocked_seconds, 6),
             "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 6),
             "active_seconds": round(self.active_seconds, 6),
+            "item_seconds": None if self.item_seconds is None else self.item_seconds.to_dict(),
             "queue_peak": self.queue.peak_size,
             "queue_maxsize": self.queue.maxsize,
             "queue_put_blocked_seconds": round(self.queue.put_blocked_seconds, 6),
@@ -450,7 +530,8 @@ class PipelineReport:
 
         Per stage: where ``process()`` ran, the share of its workers' time
         spent busy in it, starved (waiting for input) and blocked (waiting
-        for room downstream), and the items it completed per second.
+        for room downstream), the items it completed per second, and the
+        median and 99th percentile of its time per item (:class:`ItemTimes`).
         """
         return time_table(self)
 

@@ -64,7 +64,8 @@ def stage_table(report: PipelineReport) -> str:
 def time_table(report: PipelineReport) -> str:
     """Where each stage's time went, under a ``=== TIME ===`` title, then the verdict."""
     elapsed = report.elapsed_seconds
-    header = ("stage", "executor", "workers", "busy", "starved", "blocked", "items/s")
+    header = ("stage", "executor", "workers", "busy", "starved", "blocked", "items/s",
+              "item p50", "item p99")  # fmt: skip
     rows = []
     for s in report.stages:
         had = capacity(s, elapsed)
@@ -77,6 +78,8 @@ def time_table(report: PipelineReport) -> str:
                 _percent(s.starved_seconds, had),
                 _percent(s.blocked_seconds, had),
                 f"{s.completed / elapsed:.0f}" if elapsed > 0 else "-",
+                _duration(s.item_seconds.p50 if s.item_seconds else None),
+                _duration(s.item_seconds.p99 if s.item_seconds else None),
             )
         )
     verdict = report.verdict
@@ -87,6 +90,17 @@ def time_table(report: PipelineReport) -> str:
     else:
         lines.append(f"Verdict: {verdict}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    # A time per item, in the unit that keeps it short.
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds * 1e6:.1f}us"
 
 
 def _percent(seconds: float, capacity: float) -> str:
