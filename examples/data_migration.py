@@ -27,7 +27,13 @@ if __package__ in (None, ""):  # run as a script (python examples/x.py): use the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline import Pipeline, PipelineReport
-from pipeline._cli import add_observing_options, parse_args, run_reporting, whole_number
+from pipeline._cli import (
+    add_observing_options,
+    observers_from,
+    parse_args,
+    run_reporting,
+    whole_number,
+)
 from pipeline.stages import APIUploader, FileRecord, S3Uploader, Verifier
 
 logger = logging.getLogger("pipeline.examples.migration")
@@ -100,9 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def migrate() -> PipelineReport:
         with pipeline:
-            return pipeline.run(
-                dispatch(args.files), trace=args.trace, progress=args.progress
-            ).report
+            watching = {"trace": args.trace, "progress": args.progress}
+            files = dispatch(args.files)
+            return pipeline.run(files, observers=observers_from(args), **watching).report
 
     def show(report: PipelineReport | None) -> None:
         print()

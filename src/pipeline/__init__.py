@@ -39,6 +39,7 @@ from ._pipeline import Stream as Stream
 from ._policy import OnError as OnError
 from ._policy import Retry as Retry
 from ._progress import Progress as Progress
+from ._prometheus import PrometheusMetrics as PrometheusMetrics
 from ._report import DeadLetter as DeadLetter
 from ._report import ItemTimes as ItemTimes
 from ._report import PipelineReport as PipelineReport
@@ -82,6 +83,7 @@ __all__ = [
     "Producer",
     "ProducerError",
     "Progress",
+    "PrometheusMetrics",
     "QueueStats",
     "Retry",
     "RunInfo",

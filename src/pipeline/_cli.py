@@ -13,6 +13,7 @@ example scripts of the repository (``examples/``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -22,7 +23,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from ._exceptions import PipelineError
+from ._observe import Observer
 from ._pipeline import MAX_WORKERS, Pipeline
+from ._prometheus import PrometheusMetrics
 from ._report import PipelineReport
 from ._run import DEFAULT_MAXSIZE
 from ._stage import PipelineStage
@@ -133,8 +136,36 @@ def trace_file(text: str) -> str:
     return text if checked is None else checked
 
 
+def metrics_port(text: str) -> int:
+    """The ``--metrics-port PORT`` argument: 0 to 65535, with prometheus-client installed."""
+    port = whole_number(0, 65535)(text)
+    if importlib.util.find_spec("prometheus_client") is None:
+        message = "needs prometheus-client: pip install 'threaded-pipeline[prometheus]'"
+        raise argparse.ArgumentTypeError(message)
+    return port
+
+
+def observers_from(args: argparse.Namespace) -> list[Observer]:
+    """The observers the shared options ask for (``--metrics-port``)."""
+    if args.metrics_port is None:
+        return []
+    return [PrometheusMetrics(args.metrics_port, host=args.metrics_host)]
+
+
 def add_observing_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--progress`` and ``--trace FILE``, shared by every command."""
+    """Add ``--progress``, ``--trace FILE`` and the metrics options, shared by every command."""
+    parser.add_argument(
+        "--metrics-port",
+        type=metrics_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics while the run goes on",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address --metrics-port binds (default 127.0.0.1: this machine only)",
+    )
     parser.add_argument(
         "--progress",
         action="store_true",
@@ -322,8 +353,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
         def demo() -> PipelineReport | None:
             items = range(1, args.items + 1)
+            watching = {"trace": args.trace, "progress": args.progress}
             with pipeline.stream(
-                items, timeout=args.timeout, trace=args.trace, progress=args.progress
+                items, timeout=args.timeout, observers=observers_from(args), **watching
             ) as outputs:
                 for item in outputs:
                     logger.info("Final output: %s", item)

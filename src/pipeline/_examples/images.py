@@ -58,7 +58,13 @@ from typing import IO
 from PIL import Image, ImageColor, ImageFilter, ImageOps
 
 from pipeline import Pipeline, PipelineReport, PipelineStage
-from pipeline._cli import add_observing_options, parse_args, run_reporting, whole_number
+from pipeline._cli import (
+    add_observing_options,
+    observers_from,
+    parse_args,
+    run_reporting,
+    whole_number,
+)
 
 from .samples import generate
 
@@ -510,10 +516,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "run_custom_example.p
             # stream(), not run(): the saved paths are not kept in a list, and each
             # counts as delivered as it comes out, so a partial report (Ctrl-C)
             # counts the images already saved as successes.
-            with (
-                pipeline,
-                pipeline.stream(paths, trace=args.trace, progress=args.progress) as saved,
-            ):
+            watching = {"trace": args.trace, "progress": args.progress}
+            observers = observers_from(args)
+            with pipeline, pipeline.stream(paths, observers=observers, **watching) as saved:
                 for _ in saved:
                     pass
             return saved.report
