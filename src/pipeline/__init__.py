@@ -36,6 +36,7 @@ from ._pipeline import Pipeline as Pipeline
 from ._pipeline import RunResult as RunResult
 from ._pipeline import StageOptions as StageOptions
 from ._pipeline import Stream as Stream
+from ._plot import PlotFile as PlotFile
 from ._policy import OnError as OnError
 from ._policy import Retry as Retry
 from ._progress import Progress as Progress
@@ -80,6 +81,7 @@ __all__ = [
     "PipelineStage",
     "PipelineStateError",
     "PipelineTimeout",
+    "PlotFile",
     "Producer",
     "ProducerError",
     "Progress",

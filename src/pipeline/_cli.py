@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from ._exceptions import PipelineError
 from ._observe import Observer
 from ._pipeline import MAX_WORKERS, Pipeline
+from ._plot import PlotFile
 from ._prometheus import PrometheusMetrics
 from ._report import PipelineReport
 from ._run import DEFAULT_MAXSIZE
@@ -136,6 +137,14 @@ def trace_file(text: str) -> str:
     return text if checked is None else checked
 
 
+def plot_file(text: str) -> str:
+    """The ``--plot FILE.png`` argument: a file path, with matplotlib installed."""
+    path = trace_file(text)
+    if importlib.util.find_spec("matplotlib") is None:
+        raise argparse.ArgumentTypeError("needs matplotlib: pip install 'threaded-pipeline[plot]'")
+    return path
+
+
 def metrics_port(text: str) -> int:
     """The ``--metrics-port PORT`` argument: 0 to 65535, with prometheus-client installed."""
     port = whole_number(0, 65535)(text)
@@ -146,14 +155,23 @@ def metrics_port(text: str) -> int:
 
 
 def observers_from(args: argparse.Namespace) -> list[Observer]:
-    """The observers the shared options ask for (``--metrics-port``)."""
-    if args.metrics_port is None:
-        return []
-    return [PrometheusMetrics(args.metrics_port, host=args.metrics_host)]
+    """The observers the shared options ask for (``--metrics-port``, ``--plot``)."""
+    observers: list[Observer] = []
+    if args.metrics_port is not None:
+        observers.append(PrometheusMetrics(args.metrics_port, host=args.metrics_host))
+    if args.plot is not None:
+        observers.append(PlotFile(args.plot))
+    return observers
 
 
 def add_observing_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--progress``, ``--trace FILE`` and the metrics options, shared by every command."""
+    """Add ``--progress``, ``--trace``, ``--plot`` and the metrics options, for every command."""
+    parser.add_argument(
+        "--plot",
+        type=plot_file,
+        metavar="FILE.png",
+        help="draw the run into FILE.png: busy workers, queue depths, throughput per stage",
+    )
     parser.add_argument(
         "--metrics-port",
         type=metrics_port,

@@ -38,19 +38,19 @@ __all__ = ["TraceFile", "check_trace"]
 _PID = 1  # one process in the trace: the pipeline's
 
 
-def check_trace(path: str | os.PathLike[str] | None) -> str | None:
-    """The ``trace`` argument of ``run()``/``stream()``, checked early: a file we can write."""
+def check_trace(path: str | os.PathLike[str] | None, name: str = "trace") -> str | None:
+    """A file argument (``trace``, or ``name``), checked early: a file we can write."""
     if path is None:
         return None
     if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"'trace' must be a file path, not {type(path).__name__}")
-    name = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(name))
+        raise TypeError(f"{name!r} must be a file path, not {type(path).__name__}")
+    text = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(directory):
-        raise ValueError(f"'trace' must be a path in an existing directory, got {name!r}")
-    if os.path.isdir(name):
-        raise ValueError(f"'trace' must be a file path, not a directory: {name!r}")
-    return name
+        raise ValueError(f"{name!r} must be a path in an existing directory, got {text!r}")
+    if os.path.isdir(text):
+        raise ValueError(f"{name!r} must be a file path, not a directory: {text!r}")
+    return text
 
 
 class TraceFile(Observer):
@@ -75,7 +75,7 @@ class TraceFile(Observer):
         max_events: int = 500_000,
         sample_seconds: float = 0.005,
     ) -> None:
-        checked = check_trace(path)
+        checked = check_trace(path, "path")
         if checked is None:
             raise TypeError("'path' must be a file path, not None")
         self.path = checked
