@@ -681,3 +681,12 @@ def test_without_cloudpickle_a_function_of_python_c_is_refused_at_add() -> None:
     assert done.returncode == 0, done.stderr
     assert "defined in a __main__ that worker processes cannot import" in done.stdout
     assert "install cloudpickle" in done.stdout
+
+
+def _thread_name(_: int) -> str:
+    return threading.current_thread().name
+
+
+def test_a_worker_process_runs_under_its_worker_name_for_log_lines() -> None:
+    names = Pipeline[int]().map(_thread_name, workers=2, executor="process").run(range(20))
+    assert set(names.outputs) <= {"_thread_name-1", "_thread_name-2"}

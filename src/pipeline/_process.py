@@ -374,6 +374,8 @@ def _exit_status(child: BaseProcess) -> str:
 def _child_main(conn: Connection, stage_name: str, plain_pickle: bool) -> None:
     # The parent decides what a Ctrl-C means and ends its children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Log lines name the worker, as a thread worker's do (%(threadName)s).
+    threading.current_thread().name = multiprocessing.current_process().name
     dumps = pickle.dumps if plain_pickle else _serializer()  # as the parent pickles
     try:
         stage = pickle.loads(conn.recv_bytes())  # cloudpickle's output loads with pickle
