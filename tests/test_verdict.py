@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline import ItemTimes, Pipeline, PipelineReport
+from pipeline import ItemTimes, Pipeline, PipelineReport, SafeQueue
 from pipeline._report import ITEM_SAMPLE, StageRecorder
 
 SLEEP = 0.01  # what the slow stage sleeps per item
@@ -192,3 +192,30 @@ def test_a_batch_of_several_items_counts_its_mean_time_per_item() -> None:
     assert times is not None
     assert (times.p50, times.max, times.batches) == (1e-6, 1e-6, 1)
     assert ItemTimes.from_recorders([StageRecorder()]) is None
+
+
+def test_the_queue_in_front_of_the_bottleneck_is_full_on_average() -> None:
+    report = (
+        Pipeline[int]()
+        .map(abs, name="fast", workers=2)
+        .map(slow, name="slow", maxsize=4)
+        .map(abs, name="after")
+        .run(range(40))
+        .report
+    )
+    _, slow_stage, after = report.stages
+    assert slow_stage.queue.peak_size == 4
+    assert slow_stage.queue_mean_size >= 3.0  # full nearly all along
+    assert after.queue_mean_size < 1.0  # the stage after it is waiting, not queueing
+    assert report.to_dict()["stages"][1]["queue_mean_size"] >= 3.0
+
+
+def test_a_tracked_queue_averages_its_size_over_time() -> None:
+    queue = SafeQueue[int]()
+    assert queue._mean_size() == 0.0  # a queue of your own tracks nothing
+    queue._track_depth()
+    queue.put_many([1, 2, 3, 4])
+    time.sleep(0.1)  # four items for 0.1 s...
+    queue.get_many(4)
+    time.sleep(0.1)  # ...then none for 0.1 s
+    assert 1.5 <= queue._mean_size() <= 2.5

@@ -292,6 +292,8 @@ class StageReport:
             returned) to the run's end, summed: what they could have spent busy.
         item_seconds: the time ``process()`` took per item (see
             :class:`ItemTimes`), or ``None`` when no batch finished.
+        queue_mean_size: the time-weighted mean size of its input queue over
+            the run (``queue.peak_size`` is the peak); 0.0 for a queue source.
     """
 
     name: str
@@ -313,6 +315,7 @@ class StageReport:
     cpu_seconds: float | None = None
     active_seconds: float = 0.0
     item_seconds: ItemTimes | None = None
+    queue_mean_size: float = 0.0
 
     @classmethod
     def from_recorders(
@@ -324,6 +327,7 @@ class StageReport:
         unfinished_in_queue: int,
         *,
         executor: str = "thread",
+        queue_mean: float = 0.0,
         elapsed: float = 0.0,
         ended_ns: int = 0,
         starved: float = 0.0,
@@ -360,6 +364,7 @@ class StageReport:
             utilization=busy / capacity if capacity > 0 else 0.0,
             active_seconds=active,
             item_seconds=ItemTimes.from_recorders(recorders),
+            queue_mean_size=queue_mean,
             starved_seconds=starved,
             blocked_seconds=blocked,
             cpu_seconds=sum(cpu) / 1e9 if cpu else None,
@@ -401,6 +406,7 @@ class StageReport:
             "active_seconds": round(self.active_seconds, 6),
             "item_seconds": None if self.item_seconds is None else self.item_seconds.to_dict(),
             "queue_peak": self.queue.peak_size,
+            "queue_mean_size": round(self.queue_mean_size, 3),
             "queue_maxsize": self.queue.maxsize,
             "queue_put_blocked_seconds": round(self.queue.put_blocked_seconds, 6),
             "queue_get_blocked_seconds": round(self.queue.get_blocked_seconds, 6),

@@ -346,6 +346,9 @@ class Run:
         as cancelled. A ``__copy__`` that raises fails the run.
         """
         self.started = perf_counter()  # a stream starts at its first next()
+        for queue in self.queues:
+            if queue is not self.source:  # a queue source is the caller's: left as it is
+                queue._track_depth()
         if self.observers is not None:
             self.observers.started = True
             self.observers.call("run_started", self._run_info(), caller=True)
@@ -586,6 +589,7 @@ class Run:
                 inbox,
                 refused + discarded + left,
                 executor=executor_name(spec.executor),
+                queue_mean=self.queues[index]._mean_size() if ours else 0.0,
                 elapsed=self.elapsed,
                 ended_ns=self.ended_ns,
                 starved=starved,

@@ -203,6 +203,13 @@ class SafeQueue(Generic[T]):
         self._refused = 0
         self._put_blocked = 0.0
         self._get_blocked = 0.0
+        # The time-weighted mean of the size, for a run's report: the area
+        # under size over time since _track_depth() was called. Off for a
+        # queue of your own, which then pays nothing for it.
+        self._tracking = False
+        self._tracked_since = 0.0
+        self._size_since = 0.0
+        self._size_area = 0.0
         # Set by _fit_maxsize_to_first_item: the bytes that maxsize items of
         # the first item's size should come to (0: maxsize stays as it is).
         self._fit_bytes = 0
@@ -303,6 +310,8 @@ class SafeQueue(Generic[T]):
                     None if timeout is None else monotonic() + timeout
                 ):
                     raise ShutDown(_PUT_ON_SHUT_DOWN)
+            if self._tracking:
+                self._note_size_locked()
             if items is not None:
                 items.append(item)
                 size = len(items)
@@ -347,6 +356,8 @@ class SafeQueue(Generic[T]):
                 self._wait_for_items(None if timeout is None else monotonic() + timeout)
             elif block and timeout is not None and timeout < 0:
                 raise ValueError("'timeout' must be a non-negative number")
+            if self._tracking:
+                self._note_size_locked()
             item: T = items.popleft() if items is not None else self._get()
             self._gets += 1
             if self._sleeping_putters:
@@ -535,6 +546,28 @@ class SafeQueue(Generic[T]):
         with self.mutex:
             return self._refused, self._discarded, self._qsize()
 
+    def _track_depth(self) -> None:
+        # From now on, keep the time-weighted mean of the size (a run's queues).
+        with self.mutex:
+            self._tracking = True
+            self._tracked_since = self._size_since = monotonic()
+
+    def _mean_size(self) -> float:
+        # The time-weighted mean size since _track_depth(); 0.0 if not tracked.
+        with self.mutex:
+            if not self._tracking:
+                return 0.0
+            now = monotonic()
+            area = self._size_area + self._qsize() * (now - self._size_since)
+            span = now - self._tracked_since
+            return area / span if span > 0 else float(self._qsize())
+
+    def _note_size_locked(self) -> None:
+        # The size is about to change: add the time it had its current value.
+        now = monotonic()
+        self._size_area += self._qsize() * (now - self._size_since)
+        self._size_since = now
+
     def _fit_maxsize_to_first_item(self, budget_bytes: int, least: int) -> None:
         # Let the first item put lower maxsize to about `budget_bytes` worth
         # of items of its size (sys.getsizeof, which is shallow), but not
@@ -574,6 +607,8 @@ class SafeQueue(Generic[T]):
             self.maxsize = max(fitted, self._fit_least)
 
     def _take_locked(self, max_items: int) -> list[T]:
+        if self._tracking:
+            self._note_size_locked()
         if self._plain_deque:
             # Inlined bookkeeping: this runs once per batch on every hop.
             items = self.queue
@@ -610,6 +645,8 @@ class SafeQueue(Generic[T]):
         # Full at the deadline, with the earlier items in.
         if self.is_shutdown:
             return 0
+        if self._tracking:
+            self._note_size_locked()
         if self._fit_bytes and items:
             self._fit_maxsize_locked(items[0])
         total = len(items)
@@ -636,6 +673,8 @@ class SafeQueue(Generic[T]):
                 continue
             chunk = items[done : done + room]
             n = 0
+            if self._tracking:
+                self._note_size_locked()  # it may have waited for room: the size moved
             try:
                 if self._plain_deque:
                     self.queue.extend(chunk)
@@ -719,6 +758,8 @@ class SafeQueue(Generic[T]):
     def _shutdown_locked(self, *, immediate: bool) -> None:
         self.is_shutdown = True
         if immediate:
+            if self._tracking:
+                self._note_size_locked()
             while self._qsize():
                 self._get()
                 self._discarded += 1
