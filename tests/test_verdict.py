@@ -219,3 +219,30 @@ def test_a_tracked_queue_averages_its_size_over_time() -> None:
     queue.get_many(4)
     time.sleep(0.1)  # ...then none for 0.1 s
     assert 1.5 <= queue._mean_size() <= 2.5
+
+
+def test_each_worker_says_where_its_own_time_went() -> None:
+    report = (
+        Pipeline[int]()
+        .map(abs, name="fast", workers=2, maxsize=2)
+        .map(slow, name="slow", maxsize=2)
+        .map(abs, name="after", workers=2)
+        .run(range(40))
+        .report
+    )
+    fast, slow_stage, after = report.stages
+    assert [w.name for w in fast.worker_times] == ["fast-1", "fast-2"]
+    assert [w.name for w in slow_stage.worker_times] == ["slow-1"]
+    # Known: the one slow worker slept 40 x 10 ms, and always had work.
+    [busy] = slow_stage.worker_times
+    assert busy.busy_seconds >= ITEMS * SLEEP
+    assert busy.starved_seconds < 0.2 * busy.busy_seconds
+    # Both fast workers wait for room in front of it; both after workers
+    # wait for its outputs (one in the queue, one for its turn to take).
+    for worker in fast.worker_times:
+        assert worker.blocked_seconds >= 0.3 * busy.busy_seconds, worker
+    for worker in after.worker_times:
+        assert worker.starved_seconds >= 0.5 * busy.busy_seconds, worker
+    # The stage's totals are its workers'.
+    assert sum(w.busy_seconds for w in fast.worker_times) == pytest.approx(fast.busy_seconds)
+    assert report.to_dict()["stages"][0]["worker_times"][0]["name"] == "fast-1"

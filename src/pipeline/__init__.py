@@ -46,6 +46,7 @@ from ._report import ItemTimes as ItemTimes
 from ._report import PipelineReport as PipelineReport
 from ._report import RunStatus as RunStatus
 from ._report import StageReport as StageReport
+from ._report import WorkerTimes as WorkerTimes
 from ._run import DEFAULT_MAXSIZE as DEFAULT_MAXSIZE
 from ._run import DEFAULT_QUEUE_BYTES as DEFAULT_QUEUE_BYTES
 from ._run import MIN_DEFAULT_MAXSIZE as MIN_DEFAULT_MAXSIZE
@@ -103,4 +104,5 @@ __all__ = [
     "Verdict",
     "WorkerDied",
     "WorkerInfo",
+    "WorkerTimes",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "RunStatus",
     "StageRecorder",
     "StageReport",
+    "WorkerTimes",
 ]
 
 ITEM_SAMPLE = 4096
@@ -104,6 +105,7 @@ class StageRecorder:
     __slots__ = (
         "abandoned",
         "batches",
+        "blocked_s",
         "busy_ns",
         "completed",
         "cpu_ns",
@@ -116,6 +118,7 @@ class StageRecorder:
         "item_ns",
         "ready_ns",
         "retried",
+        "starved_s",
         "taken",
     )
 
@@ -131,6 +134,8 @@ class StageRecorder:
         self.busy_ns = 0
         self.cpu_ns: int | None = None  # the worker thread's CPU time (thread stages)
         self.ready_ns = 0  # perf_counter_ns() when on_start returned (0: never)
+        self.starved_s = 0.0  # the worker's waits for input, and for room downstream
+        self.blocked_s = 0.0
         # Time per item (a batch's time over its size): a bounded uniform
         # sample of the batches (reservoir sampling), and the exact maximum.
         self.batches = 0
@@ -206,6 +211,33 @@ class StageRecorder:
         """An item became a dead letter."""
         self.failed += 1
         self.dead_letters.append(letter)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTimes:
+    """Where one worker's time went: busy in ``process()``, starved, blocked.
+
+    Attributes:
+        name: the worker's name, ``"<stage>-<n>"``.
+        busy_seconds: time in ``process()``.
+        starved_seconds: time waiting for input.
+        blocked_seconds: time waiting for room downstream (or, in an
+            ordered stage, for an earlier batch to go on).
+    """
+
+    name: str
+    busy_seconds: float
+    starved_seconds: float
+    blocked_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "busy_seconds": round(self.busy_seconds, 6),
+            "starved_seconds": round(self.starved_seconds, 6),
+            "blocked_seconds": round(self.blocked_seconds, 6),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +326,8 @@ class StageReport:
             :class:`ItemTimes`), or ``None`` when no batch finished.
         queue_mean_size: the time-weighted mean size of its input queue over
             the run (``queue.peak_size`` is the peak); 0.0 for a queue source.
+        worker_times: each worker's busy, starved and blocked time
+            (:class:`WorkerTimes`), in worker order.
     """
 
     name: str
@@ -316,6 +350,7 @@ class StageReport:
     active_seconds: float = 0.0
     item_seconds: ItemTimes | None = None
     queue_mean_size: float = 0.0
+    worker_times: tuple[WorkerTimes, ...] = ()
 
     @classmethod
     def from_recorders(
@@ -365,6 +400,10 @@ class StageReport:
             active_seconds=active,
             item_seconds=ItemTimes.from_recorders(recorders),
             queue_mean_size=queue_mean,
+            worker_times=tuple(
+                WorkerTimes(f"{name}-{n}", r.busy_ns / 1e9, r.starved_s, r.blocked_s)
+                for n, r in enumerate(recorders, 1)
+            ),
             starved_seconds=starved,
             blocked_seconds=blocked,
             cpu_seconds=sum(cpu) / 1e9 if cpu else None,
@@ -407,6 +446,7 @@ class StageReport:
             "item_seconds": None if self.item_seconds is None else self.item_seconds.to_dict(),
             "queue_peak": self.queue.peak_size,
             "queue_mean_size": round(self.queue_mean_size, 3),
+            "worker_times": [w.to_dict() for w in self.worker_times],
             "queue_maxsize": self.queue.maxsize,
             "queue_put_blocked_seconds": round(self.queue.put_blocked_seconds, 6),
             "queue_get_blocked_seconds": round(self.queue.get_blocked_seconds, 6),

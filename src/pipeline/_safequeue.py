@@ -43,6 +43,23 @@ _PUT_ON_SHUT_DOWN = "put on a queue that is shut down"
 _GET_ON_SHUT_DOWN = "get from a queue that is shut down and empty"
 
 
+# What the current thread waited, in seconds, summed over every queue: for
+# gets (no item) and for puts (no room). Only a call that really waited
+# touches it. A worker reads its own at its end (thread_waits).
+_this_thread = threading.local()
+
+
+def thread_waits() -> tuple[float, float]:
+    """Seconds the calling thread waited in every queue so far: (for items, for room)."""
+    return getattr(_this_thread, "get_waited", 0.0), getattr(_this_thread, "put_waited", 0.0)
+
+
+def add_thread_waits(*, get: float = 0.0, put: float = 0.0) -> None:
+    """Count waits of the calling thread outside a queue (the reorder window's)."""
+    _this_thread.get_waited = getattr(_this_thread, "get_waited", 0.0) + get
+    _this_thread.put_waited = getattr(_this_thread, "put_waited", 0.0) + put
+
+
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
@@ -726,7 +743,9 @@ class SafeQueue(Generic[T]):
             raise
         finally:
             self._putters_waiting -= 1
-            self._put_blocked += monotonic() - started
+            waited = monotonic() - started
+            self._put_blocked += waited
+            _this_thread.put_waited = getattr(_this_thread, "put_waited", 0.0) + waited
 
     def _wait_for_items(self, deadline: float | None) -> None:
         # Wait until an item is available; raise Empty at the deadline and
@@ -753,7 +772,9 @@ class SafeQueue(Generic[T]):
             raise
         finally:
             self._getters_waiting -= 1
-            self._get_blocked += monotonic() - started
+            waited = monotonic() - started
+            self._get_blocked += waited
+            _this_thread.get_waited = getattr(_this_thread, "get_waited", 0.0) + waited
 
     def _shutdown_locked(self, *, immediate: bool) -> None:
         self.is_shutdown = True

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ._batch import BatchAbandoned, BatchOutcome
 from ._exceptions import ShutDown, StageError
 from ._report import DeadLetter, StageRecorder
-from ._safequeue import Empty, Producer, SafeQueue
+from ._safequeue import Empty, Producer, SafeQueue, thread_waits
 from ._stage import Inbox, StageKind, StageSpec, Supervisor, WorkerState, next_batch_cap
 
 if TYPE_CHECKING:
@@ -260,6 +260,7 @@ def run_worker(
         finally:
             if cpu_started is not None:
                 recorder.cpu_ns = thread_time_ns() - cpu_started
+            recorder.starved_s, recorder.blocked_s = thread_waits()  # this thread's own
             try:
                 state.where = "on_stop"
                 handle.stop()
