@@ -17,7 +17,9 @@ runs the pipeline (the caller of ``run()``, or of the stream's ``next()``);
 the worker events in that worker's own thread, so an observer sees events of
 different workers at the same time and must guard its own state. The events
 of one worker come in order. An observer should be quick: the worker waits
-for it.
+for it. An observer that sets ``tick_seconds`` also gets ``tick()`` that
+often, from a ticker thread of the run, until the workers have ended: for
+what no event says (queue depths, busy workers: :meth:`RunInfo.snapshot`).
 
 An observer that raises is logged (logger ``"pipeline"``, with the
 traceback) and removed from the run, as trio does with its instruments: the

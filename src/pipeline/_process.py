@@ -37,6 +37,9 @@ What can go wrong, and what happens:
   that child runs no ``on_stop``); idle children run ``on_stop`` and exit.
   Children ignore SIGINT: a Ctrl-C in a terminal reaches the whole process
   group, and the pipeline, not each child, decides what it means.
+
+Past 400 lines: both ends of the pipe (the parent's handle and the child's
+loop) and the pickling they must agree on are one protocol, read together.
 """
 
 from __future__ import annotations

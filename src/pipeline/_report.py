@@ -27,8 +27,10 @@ at most one output. Since every term is counted on its own, ``balanced``
 is a real check: an item lost anywhere makes it false.
 
 Past 400 lines: the recorders (the write side, on the hot path) and the
-reports with their text form (the read side), which the observability work
-(a bottleneck verdict, latency percentiles) splits apart as it grows them.
+report's frozen records (the read side: the stage and run reports, the
+worker and item times, the dead letters) are one vocabulary, each read side
+built from the other. The report's text is :mod:`pipeline._summary`, its
+verdict :mod:`pipeline._verdict`.
 """
 
 from __future__ import annotations
