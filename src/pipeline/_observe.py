@@ -175,6 +175,16 @@ class RunInfo:
     expected: int | None
     _queue_stats: Callable[[], tuple[QueueStats, ...]]
     _snapshot: Callable[[], tuple[StageSnapshot, ...]]
+    _queue_sizes: Callable[[], tuple[int, ...]]
+
+    def queue_sizes(self) -> tuple[int, ...]:
+        """The size of every stage's input queue, in order, then of the output queue.
+
+        The cheap way to sample queue depths often (a lock and a ``len()``
+        per queue); :meth:`queue_stats` has everything, at a few microseconds
+        a queue.
+        """
+        return self._queue_sizes()
 
     def snapshot(self) -> tuple[StageSnapshot, ...]:
         """Every stage as it is now; safe from any thread, e.g. from :meth:`Observer.tick`."""

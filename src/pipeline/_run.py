@@ -227,7 +227,11 @@ class Run:
         )
         queues = self.queues
         return RunInfo(
-            stages, self.expected, lambda: tuple(q.stats() for q in queues), self._snapshot
+            stages,
+            self.expected,
+            lambda: tuple(q.stats() for q in queues),
+            self._snapshot,
+            lambda: tuple(q.qsize() for q in queues),
         )
 
     def _snapshot(self) -> tuple[StageSnapshot, ...]:
