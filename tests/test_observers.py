@@ -310,3 +310,23 @@ def test_events_of_a_stage_run_elsewhere_come_from_its_worker_threads(executor: 
     assert sum(b.completed for b in seen.batches("abs")) == 60
     assert dict(seen.threads) == {"abs-1": {"abs-1"}, "abs-2": {"abs-2"}}
     assert multiprocessing.active_children() == []  # the run ended its worker processes
+
+
+@pytest.mark.parametrize(
+    ("tick", "error", "message"),
+    [
+        (0, ValueError, "tick_seconds must be 0.001 to 3600, got 0"),
+        (float("nan"), ValueError, "tick_seconds must be 0.001 to 3600, got nan"),
+        ("1", TypeError, "tick_seconds must be a number or None, not str"),
+    ],
+)
+def test_a_tick_that_would_spin_or_is_not_a_number_is_refused_before_the_run(
+    tick: Any, error: type[Exception], message: str
+) -> None:
+    class Ticking(Observer):
+        tick_seconds = tick
+
+    before = set(threading.enumerate())
+    with pytest.raises(error, match=message):
+        Pipeline[int]().map(abs).run([1], observers=[Ticking()])
+    assert [t for t in threading.enumerate() if t not in before] == []

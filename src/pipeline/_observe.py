@@ -268,8 +268,25 @@ def check_observers(observers: Iterable[Observer]) -> tuple[Observer, ...]:
         if not isinstance(observer, Observer):
             kind = type(observer).__name__
             raise TypeError(f"'observers' must hold pipeline.Observer instances, not {kind}")
+        _check_tick(observer)
         checked.append(observer)
     return tuple(checked)
+
+
+def _check_tick(observer: Observer) -> None:
+    # A tick every 0 s would spin the ticker thread: refuse it before the run.
+    tick = observer.tick_seconds
+    if tick is None:
+        return
+    name = type(observer).__name__
+    if isinstance(tick, bool) or not isinstance(tick, int | float):
+        raise TypeError(f"{name}.tick_seconds must be a number or None, not {type(tick).__name__}")
+    if not MIN_TICK <= tick <= MAX_TICK:
+        raise ValueError(f"{name}.tick_seconds must be {MIN_TICK} to {MAX_TICK:g}, got {tick!r}")
+
+
+MIN_TICK = 0.001
+MAX_TICK = 3600.0
 
 
 class ObserverGroup:
