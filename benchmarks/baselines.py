@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
@@ -27,6 +29,7 @@ __all__ = [
     "MAXSIZE",
     "PYPELN_MISSING",
     "HandStage",
+    "MigrationShape",
     "QueueRoundTrip",
     "add10",
     "arithmetic_stages",
@@ -67,6 +70,35 @@ def is_even(x: int) -> bool:
 def identity(x: Any) -> Any:
     """Return ``x``: an idle stage."""
     return x
+
+
+class MigrationShape:
+    """The file migration's shape: items sleep 2-5 ms in stage A, then 10-20 ms in B.
+
+    The sleeps are drawn once, from a fixed seed, so every variant of a
+    scenario sleeps the same. ``bound`` is the ideal makespan of the ``n``
+    items with ``workers_a`` and ``workers_b`` workers: the busier stage's
+    total sleep over its workers.
+    """
+
+    def __init__(self, n: int, workers_a: int = 3, workers_b: int = 2) -> None:
+        rng = random.Random(20240601)
+        self.n, self.workers_a, self.workers_b = n, workers_a, workers_b
+        self.sleep_a = {item: rng.uniform(0.002, 0.005) for item in range(n)}
+        self.sleep_b = {item: rng.uniform(0.010, 0.020) for item in range(n)}
+        self.bound = max(
+            sum(self.sleep_a.values()) / workers_a, sum(self.sleep_b.values()) / workers_b
+        )
+
+    def copy_to_s3(self, item: int) -> int:
+        """Stage A: sleep this item's 2-5 ms."""
+        time.sleep(self.sleep_a[item])
+        return item
+
+    def upload_to_api(self, item: int) -> int:
+        """Stage B: sleep this item's 10-20 ms."""
+        time.sleep(self.sleep_b[item])
+        return item
 
 
 def sequential(source: Iterable[int]) -> list[int]:

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import io
 import os
-import random
 import tempfile
-import time
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 from pipeline import Observer, Pipeline, Progress, TraceFile
 
-from .baselines import add10, double, is_even
+from .baselines import MigrationShape, add10, double, is_even
 from .harness import Config, Row, ScenarioResult, compare, interleave, median, paired_ratio
 
 __all__ = ["observed"]
@@ -37,17 +35,7 @@ def observed(config: Config) -> ScenarioResult:
     """Progress and trace on against off, for trivial stages and for sleeping ones."""
     n = 20_000 if config.quick else 1_000_000
     io_n = 40 if config.quick else 300
-    rng = random.Random(20240601)
-    sleep_a = {item: rng.uniform(0.002, 0.005) for item in range(io_n)}
-    sleep_b = {item: rng.uniform(0.010, 0.020) for item in range(io_n)}
-
-    def copy_to_s3(item: int) -> int:
-        time.sleep(sleep_a[item])
-        return item
-
-    def upload_to_api(item: int) -> int:
-        time.sleep(sleep_b[item])
-        return item
+    shape = MigrationShape(io_n)
 
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as directory:
 
@@ -66,7 +54,11 @@ def observed(config: Config) -> ScenarioResult:
 
         def sleeping(*, watched: bool) -> Callable[[], float]:
             def run() -> float:
-                pipeline = Pipeline[int]().map(copy_to_s3, workers=3).map(upload_to_api, workers=2)
+                pipeline = (
+                    Pipeline[int]()
+                    .map(shape.copy_to_s3, workers=shape.workers_a)
+                    .map(shape.upload_to_api, workers=shape.workers_b)
+                )
                 watchers = _watchers(directory) if watched else []
                 started = perf_counter()
                 out = pipeline.run(range(io_n), observers=watchers).outputs

@@ -20,11 +20,9 @@ import gc
 import json
 import math
 import queue
-import random
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sized
 from statistics import quantiles
 from time import perf_counter, perf_counter_ns
@@ -37,6 +35,7 @@ from .baselines import (
     MAXSIZE,
     PYPELN_MISSING,
     HandStage,
+    MigrationShape,
     QueueRoundTrip,
     add10,
     arithmetic_stages,
@@ -294,19 +293,9 @@ def safequeue(config: Config) -> ScenarioResult:
 def io_bound(config: Config) -> ScenarioResult:
     """The file migration's shape: sleeping stages of 3 and 2 workers, against the bound."""
     n = 40 if config.quick else 400
-    workers_a, workers_b = 3, 2
-    rng = random.Random(20240601)
-    sleep_a = {item: rng.uniform(0.002, 0.005) for item in range(n)}
-    sleep_b = {item: rng.uniform(0.010, 0.020) for item in range(n)}
-    bound = max(sum(sleep_a.values()) / workers_a, sum(sleep_b.values()) / workers_b)
-
-    def copy_to_s3(item: int) -> int:
-        time.sleep(sleep_a[item])
-        return item
-
-    def upload_to_api(item: int) -> int:
-        time.sleep(sleep_b[item])
-        return item
+    shape = MigrationShape(n)
+    workers_a, workers_b, bound = shape.workers_a, shape.workers_b, shape.bound
+    copy_to_s3, upload_to_api = shape.copy_to_s3, shape.upload_to_api
 
     def library(*, ordered: bool) -> Callable[[], float]:
         def run() -> float:
