@@ -371,9 +371,12 @@ class ObservedRecorder(StageRecorder):
         abandoned: int,
         nanoseconds: int,
     ) -> None:
-        StageRecorder.batch_done(self, size, completed, emitted, dropped, nanoseconds)
-        self.failed += failed
-        self.abandoned += abandoned
+        # The base's batch_stopped counts through StageRecorder.batch_done
+        # itself, not ours: one event per batch.
+        super().batch_stopped(
+            size=size, completed=completed, emitted=emitted, dropped=dropped,
+            failed=failed, abandoned=abandoned, nanoseconds=nanoseconds,
+        )  # fmt: skip
         failed += self.failed_in_batch
         self.failed_in_batch = 0
         stats = BatchStats(size, completed, emitted, dropped, failed, abandoned, nanoseconds / 1e9)
