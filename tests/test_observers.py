@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from pipeline import (
     DeadLetter,
     Observer,
     Pipeline,
+    PipelineInterrupted,
     PipelineReport,
     Retry,
     RunInfo,
@@ -268,6 +270,48 @@ def test_a_keyboard_interrupt_from_run_started_propagates_and_starts_no_thread()
     with pytest.raises(KeyboardInterrupt):
         Pipeline[int]().map(abs).run([1], observers=[Raises("run_started", KeyboardInterrupt())])
     assert [t for t in threading.enumerate() if t not in before] == []
+
+
+def test_every_observer_hears_of_the_run_when_one_raises_a_base_exception() -> None:
+    # The observer after the raising one may hold a server (PrometheusMetrics):
+    # it must get run_started and run_finished all the same, or it leaks.
+    for event in ("run_started", "run_finished"):
+        after = Recording()
+        with pytest.raises(Stop):
+            Pipeline[int]().map(abs).run([1], observers=[Raises(event, Stop()), after])
+        assert [name for name, _ in after.events if "run" in name] == [
+            "run_started",
+            "run_finished",
+        ], event
+
+
+class CtrlCInRunStarted(Recording):
+    """Sends itself SIGINT: once while the run starts, and again in run_finished."""
+
+    def run_started(self, run: RunInfo) -> None:
+        super().run_started(run)
+        signal.raise_signal(signal.SIGINT)  # the run's first Ctrl-C: it only cancels
+
+    def run_finished(self, report: PipelineReport) -> None:
+        super().run_finished(report)
+        signal.raise_signal(signal.SIGINT)  # a second, in user code: raised here
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="SIGINT needs the main thread"
+)
+def test_a_second_ctrl_c_in_an_observer_comes_out_as_the_runs_interrupt_with_its_report() -> None:
+    pressing, after = CtrlCInRunStarted(), Recording()
+    with pytest.raises(PipelineInterrupted) as caught:
+        Pipeline[int]().map(abs, workers=2).run(range(100), observers=[pressing, after])
+    report = caught.value.report
+    assert report is not None
+    assert report.status == "interrupted"
+    assert report.outputs == 0  # the caller received nothing
+    assert report.balanced
+    assert type(caught.value.__context__) is KeyboardInterrupt  # the one raised in the observer
+    assert [name for name, _ in after.events if "run" in name] == ["run_started", "run_finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize(

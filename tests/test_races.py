@@ -102,7 +102,8 @@ def test_a_cancel_before_the_outputs_are_collected_counts_them_as_not_delivered(
     collect = Run.collect
 
     def cancel_then_collect(run: Run, deadline: float | None) -> list[Any]:
-        run.queues[-1]._wait_for_shutdown(WAIT)  # every output is in
+        # Every output is in (a deadline, not a duration: WAIT alone passed at once).
+        assert run.queues[-1]._wait_for_shutdown(time.monotonic() + WAIT)
         pipeline.cancel()
         return collect(run, deadline)
 

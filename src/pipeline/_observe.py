@@ -24,7 +24,9 @@ what no event says (queue depths, busy workers: :meth:`RunInfo.snapshot`).
 An observer that raises is logged (logger ``"pipeline"``, with the
 traceback) and removed from the run, as trio does with its instruments: the
 run and its books go on unharmed. A ``BaseException`` from ``run_started`` or
-``run_finished`` (a ``KeyboardInterrupt`` of the caller's) propagates.
+``run_finished`` (a ``KeyboardInterrupt`` of the caller's) propagates once
+the other observers had the event; a Ctrl-C the run took comes out as its
+:class:`~pipeline.PipelineInterrupted`, with the report.
 """
 
 from __future__ import annotations
@@ -310,17 +312,27 @@ class ObserverGroup:
         """Send one event to every active observer.
 
         ``caller``: this runs in the caller's thread, where a
-        ``BaseException`` that is not an ``Exception`` propagates.
+        ``BaseException`` that is not an ``Exception`` (a Ctrl-C landing in an
+        observer) propagates, but only once every other observer had the
+        event: one that started a server in ``run_started`` must still be
+        told ``run_finished``.
         """
+        escaped: BaseException | None = None
         for observer in self.active:
             try:
                 getattr(observer, event)(*args)
             except Exception as exc:  # noqa: BLE001 (logged, and the observer removed)
                 self._remove(observer, event, exc)
-            except BaseException as exc:
-                if caller:
-                    raise
-                self._remove(observer, event, exc)
+            except BaseException as exc:  # noqa: BLE001 (removed, or raised once all had it)
+                if not caller:
+                    self._remove(observer, event, exc)
+                elif escaped is None:
+                    escaped = exc
+        if escaped is not None:
+            try:
+                raise escaped
+            finally:
+                escaped = None  # no cycle through this frame
 
     def _remove(self, observer: Observer, event: str, exc: BaseException) -> None:
         with self._lock:

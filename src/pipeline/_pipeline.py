@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypedDict, TypeVar, Unpack
 from . import _interrupt
 from ._compat import RUNTIME_DEFAULTS, fill_defaults
 from ._compat import TypeVar as DefaultTypeVar
-from ._exceptions import PipelineCancelled, PipelineStateError
+from ._exceptions import PipelineCancelled, PipelineInterrupted, PipelineStateError
 from ._executors import check_executor
 from ._observe import Observer, check_observers
 from ._policy import OnError, Retry, check_on_error
@@ -570,21 +570,32 @@ class Pipeline(Generic[In, Out]):
             deadline = None if timeout is None else monotonic() + timeout
             self._register(run)
             outputs: list[Out] = []
+            raised: BaseException | None = None
             try:
                 try:
                     run.start()
                     outputs = run.collect(deadline)
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 (raised below, once joined and reported)
                     run.cancel(_status_of(exc), exc)
-                    raise
+                    raised = exc
                 finally:
                     run.join()
             finally:
                 self._unregister(run)
             error = run.outcome_error()
+            if raised is not None and not isinstance(error, PipelineInterrupted):
+                error = raised  # as it came: the program's own KeyboardInterrupt, a MemoryError
             if error is not None:
                 run.undeliver()  # raised instead of returned: the caller gets none of them
             report = run.final_report()
+            if error is None and run.interrupts:
+                # A Ctrl-C after the last output, while the report was being
+                # made: it stops the program all the same, and the caller
+                # gets none of the outputs.
+                error = run.outcome_error()
+                run.undeliver()
+                report = run.report()
+            error = run.observer_escape(error)
             if error is not None:
                 run.attach(error, report)
                 raise error
@@ -676,7 +687,7 @@ class Pipeline(Generic[In, Out]):
                 state.report = report = run.final_report()
                 self._unregister(run)
                 # A Ctrl-C taken but not yet raised comes out of close().
-                error = run.outcome_error(closing=closing)
+                error = run.observer_escape(run.outcome_error(closing=closing))
                 if closing and error is not None:
                     run.attach(error, report)
                     raise error

@@ -206,6 +206,8 @@ class Run:
         self.interrupts = 0
         self.give_up_at: float | None = None
         self._canceller: threading.Lock | None = None
+        # What an observer raised in run_finished, for the caller to raise.
+        self._escaped: BaseException | None = None
         self.started = perf_counter()
         self.elapsed = 0.0
         self.ended_ns = 0
@@ -559,11 +561,36 @@ class Run:
     # -- the outcome ----------------------------------------------------------------
 
     def final_report(self) -> PipelineReport:
-        """The report, once :meth:`join` has returned; observers get ``run_finished``."""
+        """The report, once :meth:`join` has returned; observers get ``run_finished``.
+
+        A ``BaseException`` an observer raised there is kept for
+        :meth:`observer_escape`: the caller raises it, or the run's error.
+        """
         report = self.report()
         if self.observers is not None and self.observers.started:
-            self.observers.call("run_finished", report, caller=True)
+            try:
+                self.observers.call("run_finished", report, caller=True)
+            except BaseException as exc:  # noqa: BLE001 (raised by the caller: see observer_escape)
+                self._escaped = exc
         return report
+
+    def observer_escape(self, error: BaseException | None) -> BaseException | None:
+        """The error to raise, given what an observer raised in ``run_finished``.
+
+        A second Ctrl-C that landed in an observer is the run's own
+        :class:`PipelineInterrupted` (which carries the report); any other
+        ``BaseException`` from an observer wins, with the run's error as its
+        context.
+        """
+        escaped, self._escaped = self._escaped, None
+        if escaped is None:
+            return error
+        if isinstance(error, PipelineInterrupted) and isinstance(escaped, KeyboardInterrupt):
+            error.__context__ = escaped
+            return error
+        if error is not None and escaped.__context__ is None:
+            escaped.__context__ = error
+        return escaped
 
     def report(self) -> PipelineReport:
         """Build the report from what was counted; exact once :meth:`join` has returned."""
