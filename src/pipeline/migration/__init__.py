@@ -1,0 +1,63 @@
+"""The file migration's real parts: the files database, object stores, the metadata API.
+
+The stages that use them (:class:`~pipeline.stages.S3Uploader`,
+:class:`~pipeline.stages.APIUploader`, :class:`~pipeline.stages.Verifier`)
+are in :mod:`pipeline.stages`; ``python -m pipeline data`` (and
+``./run_data_example.py``) wires them into the migration tool.
+
+- :class:`FileTable`: the ``files`` table, with claims and leases so that
+  several migrators can share it: :class:`SQLiteFileTable` (embedded) and
+  ``PostgresFileTable`` (the ``postgres`` extra); :func:`open_file_table`.
+- :class:`ObjectStore`: buckets of objects: :class:`LocalStore` (a folder
+  per bucket, embedded) and ``S3Store`` (the ``s3`` extra, boto3).
+- The metadata API: ``MetadataServer`` (stdlib ``http.server``) and
+  ``MetadataClient``.
+"""
+
+from ._errors import ApiError as ApiError
+from ._errors import ChecksumMismatch as ChecksumMismatch
+from ._errors import LeaseLost as LeaseLost
+from ._errors import MigrationConfigError as MigrationConfigError
+from ._errors import MigrationError as MigrationError
+from ._errors import ObjectMissing as ObjectMissing
+from ._errors import UnsafeKey as UnsafeKey
+from ._files import API_UPLOADED as API_UPLOADED
+from ._files import FAILED as FAILED
+from ._files import READY as READY
+from ._files import S3_COPIED as S3_COPIED
+from ._files import STATUSES as STATUSES
+from ._files import UNFINISHED as UNFINISHED
+from ._files import VERIFIED as VERIFIED
+from ._files import FileRecord as FileRecord
+from ._files import FileTable as FileTable
+from ._files import SQLiteFileTable as SQLiteFileTable
+from ._files import open_file_table as open_file_table
+from ._store import LocalStore as LocalStore
+from ._store import ObjectInfo as ObjectInfo
+from ._store import ObjectStore as ObjectStore
+from ._store import check_key as check_key
+
+__all__ = [
+    "API_UPLOADED",
+    "FAILED",
+    "READY",
+    "S3_COPIED",
+    "STATUSES",
+    "UNFINISHED",
+    "VERIFIED",
+    "ApiError",
+    "ChecksumMismatch",
+    "FileRecord",
+    "FileTable",
+    "LeaseLost",
+    "LocalStore",
+    "MigrationConfigError",
+    "MigrationError",
+    "ObjectInfo",
+    "ObjectMissing",
+    "ObjectStore",
+    "SQLiteFileTable",
+    "UnsafeKey",
+    "check_key",
+    "open_file_table",
+]

@@ -1,0 +1,388 @@
+"""The database of files to migrate: a ``files`` table, its claims and steps.
+
+Each row is one file: where it is (source bucket and key), what it should
+be (size, sha256), where it goes (the destination key, chosen once and
+stored before the copy), and how far it got (``status``: ``READY``,
+``S3_COPIED``, ``API_UPLOADED``, then ``VERIFIED`` or ``FAILED`` with
+``last_error``). A migrator *claims* the unfinished rows it works on: its
+``owner`` id and a lease, renewed by every step. Claims are what let several
+migrators share one table (PostgreSQL, on many machines): a row under
+another's live lease is not claimed, and a migrator that dies leaves its
+rows to be claimed again once their leases run out. Every step is written
+only while the row is still this migrator's (:class:`LeaseLost` otherwise),
+so a file taken over is not also finished by the migrator that lost it.
+
+:class:`FileTable` is the interface; :class:`SQLiteFileTable` (stdlib, the
+embedded default) and ``PostgresFileTable`` (the ``postgres`` extra) share
+its SQL, which differs only in placeholders and in how rows are locked while
+claimed. Times are the database's clock, so migrators on machines whose
+clocks differ agree on when a lease ran out.
+
+>>> table = SQLiteFileTable(":memory:")
+>>> table.create()
+>>> table.add([FileRecord(1, "a.pdf", 3, "ab", "src", "a.pdf")])
+>>> [row.name for row in table.claim(10)]
+['a.pdf']
+>>> table.assign_dest_key(1, "2026/01/01/00/00/00/x")
+'2026/01/01/00/00/00/x'
+>>> table.advance(1, VERIFIED)
+>>> table.counts()[VERIFIED]
+1
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._validate import check_seconds
+from ._errors import LeaseLost, MigrationConfigError
+
+__all__ = [
+    "API_UPLOADED",
+    "FAILED",
+    "READY",
+    "S3_COPIED",
+    "STATUSES",
+    "UNFINISHED",
+    "VERIFIED",
+    "FileRecord",
+    "FileTable",
+    "SQLiteFileTable",
+    "open_file_table",
+]
+
+READY = "READY"
+S3_COPIED = "S3_COPIED"
+API_UPLOADED = "API_UPLOADED"
+VERIFIED = "VERIFIED"
+FAILED = "FAILED"
+STATUSES = (READY, S3_COPIED, API_UPLOADED, VERIFIED, FAILED)
+UNFINISHED = (READY, S3_COPIED, API_UPLOADED)
+"""The statuses a migrator still has work for."""
+
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+@dataclass
+class FileRecord:
+    """One file to migrate, as its row says, enriched by each stage it passes.
+
+    Attributes:
+        id: the row's id.
+        name: the file's name.
+        size: its size in bytes.
+        checksum: the sha256 (hex) of its bytes.
+        source_bucket: the bucket it is copied from.
+        source_key: its key there.
+        dest_key: its key in the destination bucket, once chosen.
+        status: how far it got (see :data:`STATUSES`).
+        attempts: how many times a migrator claimed it.
+        last_error: why it failed, for a ``FAILED`` row.
+        dest_bucket: the destination bucket, set by the copy stage.
+        history: the stages that handled it in this run, in order.
+    """
+
+    id: int
+    name: str
+    size: int = 0
+    checksum: str = ""
+    source_bucket: str = ""
+    source_key: str = ""
+    dest_key: str | None = None
+    status: str = READY
+    attempts: int = 0
+    last_error: str | None = None
+    dest_bucket: str | None = None
+    history: list[str] = field(default_factory=list)
+
+
+_COLUMNS = (
+    "id, name, size, checksum, source_bucket, source_key, dest_key, status, attempts, last_error"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    checksum TEXT NOT NULL,
+    source_bucket TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    dest_key TEXT,
+    status TEXT NOT NULL DEFAULT 'READY',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    owner TEXT,
+    lease_until DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+def _record(row: Sequence[Any]) -> FileRecord:
+    return FileRecord(*row)
+
+
+def default_owner() -> str:
+    """A migrator id unique across machines: host, process and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class FileTable(ABC):
+    """The ``files`` table, as one migrator (``owner``) sees and changes it.
+
+    One object is used by one thread at a time: :meth:`for_worker` gives
+    each worker its own, on its own connection, with the same owner.
+
+    Args:
+        owner: this migrator's id in the claims (default: host, pid, random).
+        lease_seconds: how long a claim lasts without a step renewing it.
+    """
+
+    placeholder = "?"
+    now = "?"  # an SQL expression for the database's clock, in epoch seconds
+
+    def __init__(self, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS):
+        lease = check_seconds("lease_seconds", lease_seconds)
+        if not lease:
+            raise ValueError(f"'lease_seconds' must be more than 0, got {lease_seconds!r}")
+        self.owner = owner or default_owner()
+        self.lease_seconds = lease
+
+    # -- what a dialect provides ----------------------------------------------------
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the table is (``"SQLite /path/files.db"``), for logs and errors."""
+
+    @abstractmethod
+    def for_worker(self) -> FileTable:
+        """A table object on its own connection, with the same owner and lease."""
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on its own (autocommit); return its rows, if any."""
+
+    @abstractmethod
+    def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement per row, in one transaction."""
+
+    @abstractmethod
+    def _rowcount(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one statement on its own; return how many rows it changed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection; the object is not used afterwards."""
+
+    def _lock_claimed(self) -> str:
+        # Appended to the claim's inner SELECT (PostgreSQL: FOR UPDATE SKIP
+        # LOCKED); SQLite's one writer at a time makes the statement atomic.
+        return ""
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self.placeholder).replace("{now}", self.now)
+
+    def _now_params(self, count: int) -> tuple[Any, ...]:
+        return ()
+
+    # -- the migration's operations -------------------------------------------------
+
+    def create(self) -> None:
+        """Create the table and its index, if they are not there."""
+        self._execute(_SCHEMA)
+        self._execute("CREATE INDEX IF NOT EXISTS files_status ON files (status, lease_until)")
+
+    def add(self, records: Iterable[FileRecord]) -> None:
+        """Insert rows for ``records`` (status ``READY``); ids already there are left alone."""
+        sql = self._sql(
+            "INSERT INTO files (id, name, size, checksum, source_bucket, source_key, dest_key,"
+            " status, attempts, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, NULL, 'READY', 0, {now}, {now})"
+            " ON CONFLICT (id) DO NOTHING"
+        )
+        self._execute_many(
+            sql,
+            (
+                (r.id, r.name, r.size, r.checksum, r.source_bucket, r.source_key)
+                for r in records
+            ),
+        )
+
+    def claim(self, limit: int) -> list[FileRecord]:
+        """Claim up to ``limit`` unfinished rows that no other live migrator holds, by id.
+
+        Rows this migrator already holds are claimed again (their lease
+        renewed). Each claim counts one attempt.
+        """
+        marks = ", ".join("?" for _ in UNFINISHED)
+        sql = self._sql(
+            f"UPDATE files SET owner = ?, lease_until = {{now}} + ?, attempts = attempts + 1"
+            f" WHERE id IN (SELECT id FROM files WHERE status IN ({marks})"
+            f" AND (owner IS NULL OR owner = ? OR lease_until < {{now}})"
+            f" ORDER BY id LIMIT ?{self._lock_claimed()})"
+            f" RETURNING {_COLUMNS}"
+        )
+        rows = self._execute(sql, (self.owner, self.lease_seconds, *UNFINISHED, self.owner, limit))
+        return sorted((_record(row) for row in rows), key=lambda r: r.id)
+
+    def renew(self, file_id: int) -> None:
+        """Extend this migrator's lease on a row; :class:`LeaseLost` if it is not ours."""
+        sql = self._sql(
+            "UPDATE files SET lease_until = {now} + ? WHERE id = ? AND owner = ?"
+        )
+        if not self._rowcount(sql, (self.lease_seconds, file_id, self.owner)):
+            raise LeaseLost(f"file {file_id} is no longer claimed by {self.owner}")
+
+    def assign_dest_key(self, file_id: int, key: str) -> str:
+        """Store ``key`` as the row's destination key unless it has one; return the stored one.
+
+        The key is chosen once: a rerun, or a migrator that took the file
+        over, copies to the key the first one chose.
+        """
+        sql = self._sql(
+            "UPDATE files SET dest_key = COALESCE(dest_key, ?), lease_until = {now} + ?,"
+            " updated_at = {now} WHERE id = ? AND owner = ? RETURNING dest_key"
+        )
+        rows = self._execute(sql, (key, self.lease_seconds, file_id, self.owner))
+        if not rows:
+            raise LeaseLost(f"file {file_id} is no longer claimed by {self.owner}")
+        return str(rows[0][0])
+
+    def advance(self, file_id: int, status: str, *, error: str | None = None) -> None:
+        """Record that a row reached ``status`` (with ``error`` for ``FAILED``).
+
+        A final status (``VERIFIED``, ``FAILED``) also ends the claim.
+        :class:`LeaseLost` if the row is no longer this migrator's.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+        final = status in (VERIFIED, FAILED)
+        lease = "NULL" if final else "{now} + ?"
+        owner = "NULL" if final else "owner"
+        sql = self._sql(
+            f"UPDATE files SET status = ?, last_error = ?, updated_at = {{now}},"
+            f" lease_until = {lease}, owner = {owner} WHERE id = ? AND owner = ?"
+        )
+        params: tuple[Any, ...] = (status, error)
+        params += () if final else (self.lease_seconds,)
+        if not self._rowcount(sql, (*params, file_id, self.owner)):
+            raise LeaseLost(f"file {file_id} is no longer claimed by {self.owner}")
+
+    def release(self) -> int:
+        """Give up this migrator's claims on unfinished rows (at the end of a run); return how many."""
+        sql = self._sql("UPDATE files SET owner = NULL, lease_until = NULL WHERE owner = ?")
+        return self._rowcount(sql, (self.owner,))
+
+    def reset_failed(self) -> int:
+        """Make every ``FAILED`` row ``READY`` again (keeping its destination key); return how many."""
+        sql = self._sql(
+            "UPDATE files SET status = 'READY', updated_at = {now} WHERE status = 'FAILED'"
+        )
+        return self._rowcount(sql, ())
+
+    def counts(self) -> dict[str, int]:
+        """How many rows have each status (every status, zeros included)."""
+        found = dict(self._execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
+        return {status: int(found.get(status, 0)) for status in STATUSES}
+
+    def records(self, status: str | None = None) -> list[FileRecord]:
+        """The rows (with ``status``, or all), by id."""
+        where, params = ("", ()) if status is None else (" WHERE status = ?", (status,))
+        sql = self._sql(f"SELECT {_COLUMNS} FROM files{where} ORDER BY id")
+        return [_record(row) for row in self._execute(sql, params)]
+
+    def __enter__(self) -> FileTable:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SQLiteFileTable(FileTable):
+    """The ``files`` table in an SQLite file (stdlib): the migration's embedded database.
+
+    WAL mode, one connection per worker, a busy timeout: the workers of one
+    migrator (and several migrators on one machine) write it at once, SQLite
+    serializing the writes. Claims are single statements, so two migrators
+    never claim the same row.
+    """
+
+    now = "((julianday('now') - 2440587.5) * 86400.0)"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        owner: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(owner=owner, lease_seconds=lease_seconds)
+        self.path = os.fspath(path)
+        self.busy_timeout = busy_timeout
+        try:
+            self._connection = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            if self.path != ":memory:":
+                self._connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            message = f"cannot open the SQLite database {self.path!r}: {exc} (check --db)"
+            raise MigrationConfigError(message) from None
+
+    def describe(self) -> str:
+        return f"SQLite {self.path}"
+
+    def for_worker(self) -> SQLiteFileTable:
+        if self.path == ":memory:":
+            return self  # one in-memory database: share its connection
+        return SQLiteFileTable(
+            self.path,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            busy_timeout=self.busy_timeout,
+        )
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._connection.execute(sql, params).fetchall()
+
+    def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.executemany(sql, rows)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def _rowcount(self, sql: str, params: Sequence[Any]) -> int:
+        return self._connection.execute(sql, params).rowcount
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def open_file_table(
+    where: str, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> FileTable:
+    """Open the table ``where`` names: ``postgresql://...`` or an SQLite file path.
+
+    >>> open_file_table(":memory:").describe()
+    'SQLite :memory:'
+    """
+    if where.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresFileTable  # noqa: PLC0415 (the postgres extra, on demand)
+
+        return PostgresFileTable(where, owner=owner, lease_seconds=lease_seconds)
+    path = where.removeprefix("sqlite:///") if where.startswith("sqlite:///") else where
+    return SQLiteFileTable(path, owner=owner, lease_seconds=lease_seconds)
