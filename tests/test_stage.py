@@ -15,12 +15,10 @@ from pipeline._worker import BatchRunner
 from pipeline.stages import (
     AddStage,
     EachStage,
-    FileRecord,
     FilterStage,
     FlatMapStage,
     MapStage,
     MultiplyStage,
-    Verifier,
 )
 from tests.helpers import WAIT
 
@@ -586,16 +584,6 @@ def test_a_filter_batch_of_one_item() -> None:
     assert _run_filter_batch(lambda x: x > 0, [5])[0] == [5]
     assert _run_filter_batch(lambda x: x > 0, [-5])[0] == []
     assert _run_filter_batch(_even_but_stop_on(5), [5])[2] == [5]
-
-
-def test_the_verifier_counts_every_file_with_several_workers() -> None:
-    files = [FileRecord(id=i, name=f"f{i}") for i in range(200)]
-    verifier = Verifier(expected=200, success_status="READY")
-    Pipeline[FileRecord]().each(lambda f: time.sleep(0.0005), workers=4).add(
-        verifier, workers=4
-    ).run(files)
-    report = verifier.report()
-    assert (report.processed, report.success, report.failed) == (200, 200, 0)
 
 
 def test_state_a_worker_assigns_is_its_own_copys() -> None:

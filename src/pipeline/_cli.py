@@ -4,7 +4,10 @@ Integers 1..N go through a Multiply (x2), an Add (+10) and a Filter (keep
 even) stage; every stage logs the items it processes and the consumer logs
 every final output (``[INFO] Multiply Stage processing item: 1``), then the
 verification report is printed. ``python -m pipeline custom [options]``
-runs the image-pipeline example instead (:mod:`pipeline._examples.images`).
+runs the image-pipeline example instead (:mod:`pipeline._examples.images`),
+``python -m pipeline data [options]`` the file migration tool
+(:mod:`pipeline._examples.migration`), ``python -m pipeline api-server`` its
+metadata API.
 
 The argument types and the outcome handling here are shared with the
 example scripts of the repository (``examples/``).
@@ -253,7 +256,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             "Run the basic demo: integers 1..N through Multiply (x2), Add (+10) and "
             "Filter (keep even) stages, each in its own worker threads, then print "
             "the verification report. `%(prog)s custom [options]` runs the "
-            "example image pipeline instead (needs Pillow; `custom --help` lists its options)."
+            "example image pipeline instead (needs Pillow; `custom --help` lists its options); "
+            "`%(prog)s data [options]` the file migration tool; `%(prog)s api-server` its "
+            "metadata API."
         ),
         epilog="Exit codes: 0 success, 1 pipeline error, 2 usage error, 130 interrupted.",
     )
@@ -355,13 +360,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     0
 
     ``custom`` as the first argument runs the image-pipeline example with the
-    arguments after it.
+    arguments after it; ``data``, the file migration tool
+    (:mod:`pipeline._examples.migration`); ``api-server``, the migration's
+    metadata API in the foreground.
     """
     arguments = sys.argv[1:] if argv is None else argv
     if arguments and arguments[0] == "custom":
         from ._examples import run_images  # noqa: PLC0415 (the example and Pillow on demand)
 
         return run_images(arguments[1:], prog=f"{prog or program_name()} custom")
+    if arguments and arguments[0] == "data":
+        from ._examples.migration import main as migrate  # noqa: PLC0415 (on demand)
+
+        return migrate(arguments[1:], prog=f"{prog or program_name()} data")
+    if arguments and arguments[0] == "api-server":
+        from .migration._api import main as serve  # noqa: PLC0415 (on demand)
+
+        return serve(arguments[1:])
     args = parse_args(build_parser(prog), argv)
     if isinstance(args, int):
         return args

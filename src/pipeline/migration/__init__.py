@@ -15,6 +15,7 @@ are in :mod:`pipeline.stages`; ``python -m pipeline data`` (and
 """
 
 from ._errors import ApiError as ApiError
+from ._errors import ApiUnavailable as ApiUnavailable
 from ._errors import ChecksumMismatch as ChecksumMismatch
 from ._errors import LeaseLost as LeaseLost
 from ._errors import MigrationConfigError as MigrationConfigError
@@ -32,6 +33,10 @@ from ._files import FileRecord as FileRecord
 from ._files import FileTable as FileTable
 from ._files import SQLiteFileTable as SQLiteFileTable
 from ._files import open_file_table as open_file_table
+from ._migrate import Migration as Migration
+from ._migrate import MigrationResult as MigrationResult
+from ._migrate import PlannedStep as PlannedStep
+from ._migrate import seed_files as seed_files
 from ._store import LocalStore as LocalStore
 from ._store import ObjectInfo as ObjectInfo
 from ._store import ObjectStore as ObjectStore
@@ -46,18 +51,23 @@ __all__ = [
     "UNFINISHED",
     "VERIFIED",
     "ApiError",
+    "ApiUnavailable",
     "ChecksumMismatch",
     "FileRecord",
     "FileTable",
     "LeaseLost",
     "LocalStore",
+    "Migration",
     "MigrationConfigError",
     "MigrationError",
+    "MigrationResult",
     "ObjectInfo",
     "ObjectMissing",
     "ObjectStore",
+    "PlannedStep",
     "SQLiteFileTable",
     "UnsafeKey",
     "check_key",
     "open_file_table",
+    "seed_files",
 ]

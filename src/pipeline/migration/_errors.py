@@ -9,6 +9,7 @@
           ├── ObjectMissing          a source object that is not there
           ├── ChecksumMismatch       bytes that are not the ones recorded
           ├── ApiError               the metadata API answered with an error
+          │    └── ApiUnavailable     ... one worth retrying (no answer, 429, 5xx)
           └── LeaseLost              another migrator took over a claimed file
 
 Every one but ``MigrationConfigError`` is about one file: the stages let it
@@ -22,6 +23,7 @@ from .._exceptions import PipelineError
 
 __all__ = [
     "ApiError",
+    "ApiUnavailable",
     "ChecksumMismatch",
     "LeaseLost",
     "MigrationConfigError",
@@ -71,7 +73,21 @@ class ApiError(MigrationError):
     @property
     def retryable(self) -> bool:
         """Whether trying the same request again may succeed."""
-        return self.status == 0 or self.status == 429 or self.status >= 500
+        return self.status in {0, 429} or self.status >= 500
+
+    @classmethod
+    def of(cls, status: int, message: str) -> ApiError:
+        """The error for an answer: an :class:`ApiUnavailable` when it is worth retrying.
+
+        >>> type(ApiError.of(503, "busy")).__name__, type(ApiError.of(400, "bad")).__name__
+        ('ApiUnavailable', 'ApiError')
+        """
+        error = cls(status, message)
+        return ApiUnavailable(status, message) if error.retryable else error
+
+
+class ApiUnavailable(ApiError):  # noqa: N818 (reads as the API's state)
+    """No answer, or 429 or 5xx: a retry may pass (``Retry(on=ApiUnavailable)``)."""
 
 
 class LeaseLost(MigrationError):  # noqa: N818

@@ -150,7 +150,9 @@ class FileTable(ABC):
     placeholder = "?"
     now = "?"  # an SQL expression for the database's clock, in epoch seconds
 
-    def __init__(self, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS):
+    def __init__(
+        self, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> None:
         lease = check_seconds("lease_seconds", lease_seconds)
         if not lease:
             raise ValueError(f"'lease_seconds' must be more than 0, got {lease_seconds!r}")
@@ -211,23 +213,21 @@ class FileTable(ABC):
         )
         self._execute_many(
             sql,
-            (
-                (r.id, r.name, r.size, r.checksum, r.source_bucket, r.source_key)
-                for r in records
-            ),
+            ((r.id, r.name, r.size, r.checksum, r.source_bucket, r.source_key) for r in records),
         )
 
     def claim(self, limit: int) -> list[FileRecord]:
         """Claim up to ``limit`` unfinished rows that no other live migrator holds, by id.
 
-        Rows this migrator already holds are claimed again (their lease
-        renewed). Each claim counts one attempt.
+        Rows this migrator already holds are not claimed again, even with
+        their lease run out: they are in its pipeline, on their way. Each
+        claim counts one attempt.
         """
         marks = ", ".join("?" for _ in UNFINISHED)
         sql = self._sql(
             f"UPDATE files SET owner = ?, lease_until = {{now}} + ?, attempts = attempts + 1"
             f" WHERE id IN (SELECT id FROM files WHERE status IN ({marks})"
-            f" AND (owner IS NULL OR owner = ? OR lease_until < {{now}})"
+            f" AND (owner IS NULL OR (owner <> ? AND lease_until < {{now}}))"
             f" ORDER BY id LIMIT ?{self._lock_claimed()})"
             f" RETURNING {_COLUMNS}"
         )
@@ -236,9 +236,7 @@ class FileTable(ABC):
 
     def renew(self, file_id: int) -> None:
         """Extend this migrator's lease on a row; :class:`LeaseLost` if it is not ours."""
-        sql = self._sql(
-            "UPDATE files SET lease_until = {now} + ? WHERE id = ? AND owner = ?"
-        )
+        sql = self._sql("UPDATE files SET lease_until = {now} + ? WHERE id = ? AND owner = ?")
         if not self._rowcount(sql, (self.lease_seconds, file_id, self.owner)):
             raise LeaseLost(f"file {file_id} is no longer claimed by {self.owner}")
 
@@ -278,12 +276,12 @@ class FileTable(ABC):
             raise LeaseLost(f"file {file_id} is no longer claimed by {self.owner}")
 
     def release(self) -> int:
-        """Give up this migrator's claims on unfinished rows (at the end of a run); return how many."""
+        """Give up this migrator's claims on unfinished rows (a run's end); return how many."""
         sql = self._sql("UPDATE files SET owner = NULL, lease_until = NULL WHERE owner = ?")
         return self._rowcount(sql, (self.owner,))
 
     def reset_failed(self) -> int:
-        """Make every ``FAILED`` row ``READY`` again (keeping its destination key); return how many."""
+        """Make every ``FAILED`` row ``READY`` again (its destination key kept); return how many."""
         sql = self._sql(
             "UPDATE files SET status = 'READY', updated_at = {now} WHERE status = 'FAILED'"
         )

@@ -62,10 +62,10 @@ def check_key(key: object) -> str:
 
     >>> check_key("2026/01/02/x.pdf")
     '2026/01/02/x.pdf'
-    >>> check_key("../etc/passwd")
+    >>> check_key("../x")
     Traceback (most recent call last):
     ...
-    pipeline.migration._errors.UnsafeKey: unsafe key '../etc/passwd': a '..' component leaves the bucket
+    pipeline.migration._errors.UnsafeKey: unsafe key '../x': a '..' component leaves the bucket
     """
     if not isinstance(key, str) or not key:
         raise UnsafeKey(f"unsafe key {key!r}: a key is a non-empty string")
@@ -107,7 +107,7 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def check_bucket(self, bucket: str) -> None:
-        """Raise :class:`MigrationConfigError`, naming the bucket and the store, if it is missing."""
+        """Raise :class:`MigrationConfigError`, naming the bucket and store, if it is missing."""
 
     @abstractmethod
     def create_bucket(self, bucket: str) -> None:
@@ -127,7 +127,7 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
-        """Copy an object between buckets, atomically; raise :class:`ObjectMissing` without a source.
+        """Copy an object between buckets, atomically; :class:`ObjectMissing` without a source.
 
         Copying onto a key that already holds the same bytes changes nothing
         a reader can see, so a rerun may copy again.

@@ -6,9 +6,9 @@
   :class:`MapStage`, :class:`FilterStage`, :class:`FlatMapStage`,
   :class:`EachStage`. The demo's third stage is a ``FilterStage`` that
   keeps even numbers.
-- The file migration: :class:`FileRecord`, :class:`S3Uploader`,
-  :class:`APIUploader`, :class:`Verifier` (simulated I/O unless given a
-  callable that does it for real).
+- The file migration: the dispatcher :func:`claim_files`, and
+  :class:`S3Uploader`, :class:`APIUploader`, :class:`Verifier` over a real
+  files table, object store and metadata API (see :mod:`pipeline.migration`).
 
 >>> from pipeline import Pipeline
 >>> from pipeline.stages import AddStage, FilterStage, MultiplyStage
@@ -26,21 +26,29 @@ from ._functions import FilterStage as FilterStage
 from ._functions import FlatMapStage as FlatMapStage
 from ._functions import MapStage as MapStage
 from ._migration import APIUploader as APIUploader
+from ._migration import Failure as Failure
 from ._migration import FileRecord as FileRecord
+from ._migration import InMemoryAPI as InMemoryAPI
+from ._migration import MetadataAPI as MetadataAPI
 from ._migration import S3Uploader as S3Uploader
 from ._migration import VerificationReport as VerificationReport
 from ._migration import Verifier as Verifier
+from ._migration import claim_files as claim_files
 
 __all__ = [
     "APIUploader",
     "AddStage",
     "EachStage",
+    "Failure",
     "FileRecord",
     "FilterStage",
     "FlatMapStage",
+    "InMemoryAPI",
     "MapStage",
+    "MetadataAPI",
     "MultiplyStage",
     "S3Uploader",
     "VerificationReport",
     "Verifier",
+    "claim_files",
 ]

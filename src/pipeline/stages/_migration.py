@@ -1,23 +1,39 @@
-"""The file-migration stages: copy to S3, upload metadata, verify.
+"""The file-migration stages: copy each file between buckets, register it, verify it.
 
-A dispatcher reads the files to migrate, S3 uploaders copy each one between
-buckets (fast), API uploaders register its metadata with a REST API (slow),
-and a verifier counts what came through. Each stage does its I/O through a
-small callable, simulated by default (a random sleep: 20-50 ms for a copy,
-100-200 ms for an upload), so the example runs anywhere; pass your own
-callable to do it for real (a boto3 copy, an HTTP POST).
+A dispatcher claims the unfinished rows of the ``files`` table
+(:func:`claim_files`), S3 uploaders copy each file to the destination bucket
+under a key chosen once (fast), API uploaders register its metadata with the
+REST API (slow), and a verifier checks both and keeps the report. Each stage
+writes its step to the table before it passes the file on, so a rerun after
+a crash, Ctrl-C or ``kill -9`` does only what is left: a step already done
+is skipped, and a step done again (the crash came between the work and the
+write) lands on the same destination key and the same API record.
 
+A file that cannot be migrated (its source object missing, a checksum that
+does not match, a key that would leave its bucket, an API that keeps
+failing) raises in the stage. Run the stages with ``on_error="skip"`` and
+pass the verifier's :attr:`Verifier.failures` observer: each such file
+becomes a dead letter in the run's report and a ``FAILED`` row with the
+reason, and the run goes on. A file another migrator took over (its lease
+ran out: :class:`~pipeline.migration.LeaseLost`) is dropped quietly: it is
+that migrator's now. :class:`~pipeline.migration.Migration` wires all of it.
+
+>>> import tempfile
 >>> from pipeline import Pipeline
->>> files = [FileRecord(id=i, name=f"file_{i}.pdf") for i in range(3)]
->>> verifier = Verifier(expected=len(files))
+>>> from pipeline.migration import LocalStore, SQLiteFileTable, seed_files
+>>> store, table = LocalStore(tempfile.mkdtemp()), SQLiteFileTable(":memory:")
+>>> _ = seed_files(table, store, "src-bucket", count=3, size=64)
+>>> api = InMemoryAPI()
+>>> verifier = Verifier(store, api, table, expected=3)
 >>> migration = (
 ...     Pipeline[FileRecord]()
-...     .add(S3Uploader(delay=(0, 0)), workers=3)
-...     .add(APIUploader(delay=(0, 0)), workers=2)
-...     .add(verifier)
+...     .add(S3Uploader(store, table, dest_bucket="dest-bucket"), workers=3, on_error="skip")
+...     .add(APIUploader(api, table), workers=2, on_error="skip")
+...     .add(verifier, on_error="skip")
 ... )
->>> [f.status for f in migration.run(files).outputs]
-['API_UPLOADED', 'API_UPLOADED', 'API_UPLOADED']
+>>> outputs = migration.run(claim_files(table), observers=[verifier.failures]).outputs
+>>> sorted(f.status for f in outputs)
+['VERIFIED', 'VERIFIED', 'VERIFIED']
 >>> print(verifier.report().summary())
 === VERIFICATION REPORT ===
 Expected: 3
@@ -28,226 +44,469 @@ Failed: 0
 
 from __future__ import annotations
 
-import random
+import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Protocol
 
+from .._exceptions import _short_str
+from .._observe import Observer, WorkerInfo
+from .._report import DeadLetter
 from .._stage import PipelineStage
+from ..migration._errors import ChecksumMismatch, LeaseLost, MigrationError, ObjectMissing
+from ..migration._files import (
+    API_UPLOADED,
+    FAILED,
+    S3_COPIED,
+    VERIFIED,
+    FileRecord,
+    FileTable,
+)
+from ..migration._store import ObjectStore, check_key
 
 __all__ = [
     "APIUploader",
+    "Failure",
     "FileRecord",
+    "InMemoryAPI",
+    "MetadataAPI",
     "S3Uploader",
     "VerificationReport",
     "Verifier",
+    "claim_files",
+    "dest_key_now",
 ]
 
-READY = "READY"
-S3_COPIED = "S3_COPIED"
-API_UPLOADED = "API_UPLOADED"
+logger = logging.getLogger("pipeline.migration")
+
+CLAIM_BATCH = 16
+"""Rows the dispatcher claims at a time: few, so that migrators sharing a table share the work."""
 
 
-@dataclass
-class FileRecord:
-    """One file to migrate, enriched by each stage it passes.
+class MetadataAPI(Protocol):
+    """What the API stages need of a metadata API client (``MetadataClient`` is one)."""
 
-    Attributes:
-        id: the file's id in the source database.
-        name: its file name.
-        size: its size in bytes.
-        status: ``"READY"``, then ``"S3_COPIED"``, then ``"API_UPLOADED"``.
-        dest_bucket: the destination bucket, set by :class:`S3Uploader`.
-        dest_key: the destination object key, set by :class:`S3Uploader`.
-        history: the stages that handled it, in order.
+    def put(self, file_id: int, record: Mapping[str, object]) -> dict[str, Any]:
+        """Create or replace the record of ``file_id``; return it as stored."""
+
+    def get(self, file_id: int) -> dict[str, Any] | None:
+        """Return the record of ``file_id``, or ``None``."""
+
+    def for_worker(self) -> MetadataAPI:
+        """The client one worker uses (its own connection)."""
+
+    def close(self) -> None:
+        """Close the client's connection."""
+
+
+class InMemoryAPI:
+    """A metadata API in a dict, for examples and tests that need no HTTP server."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # the workers' puts and gets, one at a time
+        self.records: dict[int, dict[str, Any]] = {}
+        self.puts = 0
+
+    def put(self, file_id: int, record: Mapping[str, object]) -> dict[str, Any]:
+        with self.lock:
+            self.puts += 1
+            stored = self.records[file_id] = {**record, "id": file_id}
+            return dict(stored)
+
+    def get(self, file_id: int) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.records.get(file_id)
+            return None if found is None else dict(found)
+
+    def for_worker(self) -> InMemoryAPI:
+        return self
+
+    def close(self) -> None:
+        pass
+
+
+def claim_files(table: FileTable, *, batch: int = CLAIM_BATCH) -> Iterator[FileRecord]:
+    """The dispatcher: claim the table's unfinished rows, ``batch`` at a time, and yield them.
+
+    Claims are made as the pipeline asks for more, so its bounded queues
+    bound how many rows one migrator holds that it has not started. The
+    generator uses its own connection, closed when it ends.
     """
+    claims = table.for_worker()
+    try:
+        while rows := claims.claim(batch):
+            for record in rows:
+                logger.info("Dispatcher: dispatching file %s", record.name)
+                yield record
+    finally:
+        if claims is not table:
+            claims.close()
+
+
+def dest_key_now() -> str:
+    """A new destination key: ``YYYY/MM/DD/HH/MM/SS/<uuid4>``, the time in UTC."""
+    stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H/%M/%S")  # noqa: UP017 (3.11)
+    return f"{stamp}/{uuid.uuid4()}"
+
+
+class _TableStage(PipelineStage[FileRecord]):
+    """A migration stage: a per-worker table connection, and handing over a lost file."""
+
+    def __init__(self, table: FileTable, *, name: str) -> None:
+        super().__init__(name=name)
+        self.table = table
+        self._table = table
+
+    def on_start(self) -> None:
+        self._table = self.table.for_worker()
+
+    def on_stop(self) -> None:
+        if self._table is not self.table:
+            self._table.close()
+        self._table = self.table
+
+    def _handed_over(self, record: FileRecord, error: LeaseLost) -> Iterator[FileRecord]:
+        logger.warning(
+            "%s: file %s was taken over by another migrator (%s)", self.name, record.name, error
+        )
+        return iter(())
+
+
+class S3Uploader(_TableStage):
+    """Copy each file from its source bucket to ``dest_bucket``, under a key chosen once.
+
+    The key (``YYYY/MM/DD/HH/MM/SS/<uuid>``) is written to the file's row
+    before the copy, and a rerun copies to the key the row has. The copy is
+    server-side when source and destination are one store (S3's
+    ``CopyObject``), and its sha256 must be the row's. A row already past
+    this step is passed on as it is.
+
+    Args:
+        store: where the source bucket is (one client per worker, made in ``on_start``).
+        table: the files table, where each step is written.
+        dest_bucket: the destination bucket.
+        dest_store: where ``dest_bucket`` is, if not in ``store`` (the copy
+            then reads and writes the bytes).
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        table: FileTable,
+        *,
+        dest_bucket: str = "dest-bucket-proj",
+        dest_store: ObjectStore | None = None,
+        name: str = "S3 Uploader",
+    ) -> None:
+        super().__init__(table, name=name)
+        self.store = store
+        self.dest_store = dest_store
+        self.dest_bucket = dest_bucket
+        self._source = store
+        self._dest: ObjectStore | None = dest_store
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._source = self.store.for_worker()
+        self._dest = None if self.dest_store is None else self.dest_store.for_worker()
+
+    def on_stop(self) -> None:
+        for store, shared in ((self._source, self.store), (self._dest, self.dest_store)):
+            if store is not None and store is not shared:
+                store.close()
+        self._source, self._dest = self.store, self.dest_store
+        super().on_stop()
+
+    def process(self, item: FileRecord) -> Iterator[FileRecord]:
+        """Copy the file unless its row says it was; mark it ``S3_COPIED``."""
+        if item.status in (FAILED, VERIFIED):
+            return
+        if item.status not in (S3_COPIED, API_UPLOADED):
+            try:
+                self._copy(item)
+            except LeaseLost as lost:
+                yield from self._handed_over(item, lost)
+                return
+        item.dest_bucket = self.dest_bucket
+        item.history.append(self.name)
+        yield item
+
+    def _copy(self, item: FileRecord) -> None:
+        worker = threading.current_thread().name
+        check_key(item.source_key)
+        key = check_key(self._table.assign_dest_key(item.id, item.dest_key or dest_key_now()))
+        item.dest_key = key
+        logger.info("Uploader %s copy file %s S3 -> S3", worker, item.name)
+        if self._dest is None:
+            info = self._source.copy(item.source_bucket, item.source_key, self.dest_bucket, key)
+        else:
+            data = self._source.get(item.source_bucket, item.source_key)
+            info = self._dest.put(self.dest_bucket, key, data)
+        if info.sha256 != item.checksum or info.size != item.size:
+            message = (
+                f"copy of {item.name} has sha256 {info.sha256[:12]}... and {info.size} bytes;"
+                f" the database says {item.checksum[:12]}... and {item.size}"
+            )
+            raise ChecksumMismatch(message)
+        self._table.advance(item.id, S3_COPIED)
+        item.status = S3_COPIED
+        logger.info(
+            "Uploader %s stored file [%s] in S3 bucket=[%s] and key=[%s]",
+            worker,
+            item.name,
+            self.dest_bucket,
+            key,
+        )
+
+
+def metadata_of(item: FileRecord) -> dict[str, object]:
+    """The record the API keeps for a file."""
+    return {
+        "name": item.name,
+        "size": item.size,
+        "checksum": item.checksum,
+        "source_bucket": item.source_bucket,
+        "source_key": item.source_key,
+        "dest_bucket": item.dest_bucket or "",
+        "dest_key": item.dest_key or "",
+    }
+
+
+class _APIStage(_TableStage):
+    def __init__(self, api: MetadataAPI, table: FileTable, *, name: str) -> None:
+        super().__init__(table, name=name)
+        self.api = api
+        self._api = api
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._api = self.api.for_worker()
+
+    def on_stop(self) -> None:
+        if self._api is not self.api:
+            self._api.close()
+        self._api = self.api
+        super().on_stop()
+
+
+class APIUploader(_APIStage):
+    """Register each copied file's metadata with the REST API (an idempotent ``PUT``).
+
+    A row already ``API_UPLOADED`` is passed on as it is. Retry the API's
+    passing failures with the stage's ``retry=``
+    (``Retry(on=ApiUnavailable)``); the rest fail the file.
+
+    Args:
+        api: the metadata API client (one per worker, made in ``on_start``).
+        table: the files table.
+    """
+
+    def __init__(self, api: MetadataAPI, table: FileTable, *, name: str = "API Uploader") -> None:
+        super().__init__(api, table, name=name)
+
+    def process(self, item: FileRecord) -> Iterator[FileRecord]:
+        """Upload the metadata unless the row says it was; mark it ``API_UPLOADED``."""
+        if item.status == S3_COPIED:
+            try:
+                self._table.renew(item.id)  # still ours: else another migrator registers it
+                self._api.put(item.id, metadata_of(item))
+                self._table.advance(item.id, API_UPLOADED)
+            except LeaseLost as lost:
+                yield from self._handed_over(item, lost)
+                return
+            item.status = API_UPLOADED
+            logger.info("API Uploader: file [%s] uploaded ! %s", item.name, API_UPLOADED)
+        elif item.status != API_UPLOADED:
+            raise MigrationError(f"file {item.name} reached the API stage as {item.status}")
+        item.history.append(self.name)
+        yield item
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A file that failed: its id and name, the stage, and why."""
 
     id: int
     name: str
-    size: int = 0
-    status: str = READY
-    dest_bucket: str | None = None
-    dest_key: str | None = None
-    history: list[str] = field(default_factory=list)
-
-
-def _check_delay(delay: tuple[float, float]) -> tuple[float, float]:
-    low, high = delay
-    if not 0 <= low <= high:
-        raise ValueError(f"'delay' must be (low, high) with 0 <= low <= high, got {delay!r}")
-    return (float(low), float(high))
-
-
-class _SimulatedIO:
-    """Sleep a random time in ``[low, high]``: a stand-in for real I/O."""
-
-    def __init__(self, delay: tuple[float, float], seed: int | None) -> None:
-        self.low, self.high = delay
-        self.random = random.Random(seed)
-
-    def __call__(self, record: FileRecord) -> None:
-        time.sleep(self.random.uniform(self.low, self.high))
-
-
-class S3Uploader(PipelineStage[FileRecord]):
-    """Copy each file to the destination bucket under a time-stamped key.
-
-    Args:
-        bucket: the destination bucket, set on each record as ``dest_bucket``.
-        copy: does the copy (``copy(record, key)``); default: a simulated
-            transfer sleeping ``delay`` seconds.
-        delay: the simulated transfer's ``(low, high)`` seconds.
-        seed: seeds the simulated delays, for reproducible runs.
-    """
-
-    def __init__(
-        self,
-        *,
-        bucket: str = "dest-bucket-proj",
-        copy: Callable[[FileRecord, str], None] | None = None,
-        delay: tuple[float, float] = (0.02, 0.05),
-        seed: int | None = None,
-        name: str = "S3 Uploader",
-    ) -> None:
-        super().__init__(name=name)
-        self.bucket = bucket
-        simulated = _SimulatedIO(_check_delay(delay), seed)
-        self.copy = copy or (lambda record, key: simulated(record))
-
-    def process(self, item: FileRecord) -> FileRecord:
-        """Copy the file; set ``dest_key`` and status ``S3_COPIED``."""
-        stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H/%M/%S")  # noqa: UP017 (3.11)
-        key = f"{stamp}/{uuid.uuid4()}"
-        self.copy(item, key)
-        item.dest_bucket = self.bucket
-        item.dest_key = key
-        item.status = S3_COPIED
-        item.history.append(self.name)
-        return item
-
-
-class APIUploader(PipelineStage[FileRecord]):
-    """Upload each file's metadata to the REST API.
-
-    Args:
-        upload: does the upload (``upload(record)``); default: simulated, sleeping
-            ``delay`` seconds.
-        delay: the simulated upload's ``(low, high)`` seconds.
-        seed: seeds the simulated delays.
-    """
-
-    def __init__(
-        self,
-        *,
-        upload: Callable[[FileRecord], None] | None = None,
-        delay: tuple[float, float] = (0.1, 0.2),
-        seed: int | None = None,
-        name: str = "API Uploader",
-    ) -> None:
-        super().__init__(name=name)
-        self.upload = upload or _SimulatedIO(_check_delay(delay), seed)
-
-    def process(self, item: FileRecord) -> FileRecord:
-        """Upload the metadata; set status ``API_UPLOADED``."""
-        self.upload(item)
-        item.status = API_UPLOADED
-        item.history.append(self.name)
-        return item
+    stage: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class VerificationReport:
-    """The verification report: what reached the verifier, and how.
+    """The verification report: how many files were expected, came through, and how.
 
-    >>> print(VerificationReport(expected=3, processed=3, success=2, failed=1).summary())
+    >>> failure = Failure(7, "b.pdf", "Verifier", "no object")
+    >>> print(VerificationReport(3, 3, 2, 1, (failure,)).summary())
     === VERIFICATION REPORT ===
     Expected: 3
     Processed: 3
     Success: 2
     Failed: 1
+      b.pdf (id 7) at Verifier: no object
     """
 
     expected: int
     processed: int
     success: int
     failed: int
+    failures: tuple[Failure, ...] = ()
 
     def summary(self) -> str:
-        """Return the report as four ``Name: count`` lines under a title."""
-        return "\n".join(
-            [
-                "=== VERIFICATION REPORT ===",
-                f"Expected: {self.expected}",
-                f"Processed: {self.processed}",
-                f"Success: {self.success}",
-                f"Failed: {self.failed}",
-            ]
-        )
+        """The report as ``Name: count`` lines under a title, then one line per failure."""
+        lines = [
+            "=== VERIFICATION REPORT ===",
+            f"Expected: {self.expected}",
+            f"Processed: {self.processed}",
+            f"Success: {self.success}",
+            f"Failed: {self.failed}",
+        ]
+        lines += [f"  {f.name} (id {f.id}) at {f.stage}: {f.reason}" for f in self.failures]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "expected": self.expected,
+            "processed": self.processed,
+            "success": self.success,
+            "failed": self.failed,
+            "failures": [
+                {"id": f.id, "name": f.name, "stage": f.stage, "reason": f.reason}
+                for f in self.failures
+            ],
+        }
 
 
 class _Tally:
-    """The verifier's counts, shared by every worker's copy of the stage."""
+    """The verifier's counts, shared by every worker's copy and by its failures observer."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # held to change or read the two counts together
-        self.processed = 0
+        self.lock = threading.Lock()  # held to change or read the counts together
         self.success = 0
+        self.failures: list[Failure] = []
 
 
-class Verifier(PipelineStage[FileRecord]):
-    """Count the files that completed the migration; pass them on unchanged.
+class _MarkFailed(Observer):
+    """Marks each dead-lettered file ``FAILED`` with the reason, and counts it as failed."""
 
-    The counts are kept in one tally that every worker's copy of the stage
-    shares, under a lock, so the report is right with any number of workers.
+    def __init__(self, table: FileTable, tally: _Tally) -> None:
+        self.table = table
+        self.tally = tally
+        self.local = threading.local()  # the table connection of each worker thread
+
+    def item_dead_lettered(self, worker: WorkerInfo, letter: DeadLetter) -> None:
+        record = letter.item
+        if not isinstance(record, FileRecord):
+            return
+        reason = _short_str(letter.exception)
+        try:
+            table = getattr(self.local, "table", None)
+            if table is None:
+                table = self.local.table = self.table.for_worker()
+            table.advance(record.id, FAILED, error=reason)
+        except LeaseLost:
+            return  # taken over: the file is another migrator's to finish or fail
+        record.status, record.last_error = FAILED, reason
+        logger.error("Failed: %s at %s: %s", record.name, letter.stage, reason)
+        with self.tally.lock:
+            self.tally.failures.append(Failure(record.id, record.name, letter.stage, reason))
+
+    def worker_stopped(self, worker: WorkerInfo) -> None:
+        table = getattr(self.local, "table", None)
+        if table is not None and table is not self.table:
+            table.close()
+        self.local.table = None
+
+
+class Verifier(_APIStage):
+    """Check each file at its destination and in the API; mark it ``VERIFIED``; keep the report.
+
+    The destination object must exist with the row's sha256 and size, and
+    the API must hold the file's record with the same key and checksum;
+    otherwise the file fails (:class:`~pipeline.migration.ChecksumMismatch`,
+    :class:`~pipeline.migration.ObjectMissing`, or
+    :class:`~pipeline.migration.MigrationError`). The counts are shared by
+    every worker's copy, under a lock, so the report is right with any
+    number of workers; pass :attr:`failures` to the run's observers so the
+    files that failed in any stage are marked and counted.
 
     Args:
+        store: where the destination bucket is.
+        api: the metadata API client.
+        table: the files table.
         expected: how many files the migration should see (for the report).
-        success_status: the status that counts as a success.
     """
 
     def __init__(
         self,
+        store: ObjectStore,
+        api: MetadataAPI,
+        table: FileTable,
         *,
         expected: int = 0,
-        success_status: str = API_UPLOADED,
         name: str = "Verifier",
     ) -> None:
-        super().__init__(name=name)
+        super().__init__(api, table, name=name)
+        self.store = store
         self.expected = expected
-        self.success_status = success_status
-        self._tally = _Tally()  # created here, so shallow copies share it
+        self._store = store
+        self._tally = _Tally()  # created here, so the workers' shallow copies share it
+        self.failures: Observer = _MarkFailed(table, self._tally)
+        """The observer that marks and counts the files failed in any stage."""
 
-    def process(self, item: FileRecord) -> FileRecord:
-        """Count ``item`` as processed, and as a success if its status says so."""
-        succeeded = item.status == self.success_status
-        tally = self._tally
-        with tally.lock:
-            tally.processed += 1
-            tally.success += succeeded
+    def on_start(self) -> None:
+        super().on_start()
+        self._store = self.store.for_worker()
+
+    def on_stop(self) -> None:
+        if self._store is not self.store:
+            self._store.close()
+        self._store = self.store
+        super().on_stop()
+
+    def process(self, item: FileRecord) -> Iterator[FileRecord]:
+        """Verify the file; mark it ``VERIFIED``, or raise why it is not."""
+        bucket, key = item.dest_bucket or "", item.dest_key or ""
+        found = self._store.head(bucket, check_key(key))
+        if found is None:
+            raise ObjectMissing(f"{item.name}: no object {key!r} in bucket {bucket!r}")
+        if found.sha256 != item.checksum or found.size != item.size:
+            raise ChecksumMismatch(f"{item.name}: the object at {key!r} is not the file's bytes")
+        registered = self._api.get(item.id)
+        if registered is None:
+            raise MigrationError(f"{item.name}: the API has no record of file {item.id}")
+        if registered.get("dest_key") != key or registered.get("checksum") != item.checksum:
+            raise MigrationError(f"{item.name}: the API's record does not match the copy")
+        try:
+            self._table.advance(item.id, VERIFIED)
+        except LeaseLost as lost:
+            yield from self._handed_over(item, lost)
+            return
+        item.status = VERIFIED
         item.history.append(self.name)
-        return item
-
-    @property
-    def processed(self) -> int:
-        """Files counted so far."""
-        return self._tally.processed
+        with self._tally.lock:
+            self._tally.success += 1
+        logger.info("Verified: %s - %s", item.name, item.status)
+        yield item
 
     @property
     def success(self) -> int:
-        """Files counted so far whose status was ``success_status``."""
+        """Files verified so far."""
         return self._tally.success
 
     def report(self) -> VerificationReport:
-        """Return the counts so far as a :class:`VerificationReport`."""
+        """The counts so far, and the files that failed."""
         tally = self._tally
         with tally.lock:
-            processed, success = tally.processed, tally.success
+            success, failures = tally.success, tuple(sorted(tally.failures, key=lambda f: f.id))
         return VerificationReport(
             expected=self.expected,
-            processed=processed,
+            processed=success + len(failures),
             success=success,
-            failed=processed - success,
+            failed=len(failures),
+            failures=failures,
         )
