@@ -649,7 +649,7 @@ def test_ctrl_c_in_an_example_exits_130_with_a_message_and_the_partial_report(
 ) -> None:
     argv = [sys.executable, launcher]
     if launcher == "run_data_example.py":
-        argv += ["--files", "60"]
+        argv += ["--files", "60", "--root", str(tmp_path)]
     else:
         argv += ["--images", "100", "--sample-size", "256", "--output", str(tmp_path)]
     code, _, out, err = interrupt(argv, ready="[INFO]", after=0.3)
@@ -683,3 +683,29 @@ def test_waits_in_slices_deliver_the_same_outputs_and_timeouts(
         assert list(slow.stream(items)) == items
         with pytest.raises(PipelineTimeout):
             list(slow.stream([0.03] * 100, timeout=0.1))
+
+
+def test_generated_code_the_library_calls_counts_as_the_library() -> None:
+    # A dataclass's __init__ is compiled from a string ("<string>"): a second
+    # Ctrl-C landing in one the library builds (its report's) must not be
+    # taken for user code, which would raise KeyboardInterrupt there.
+    from dataclasses import dataclass, field
+
+    from pipeline._interrupt import in_library
+
+    seen: list[bool] = []
+
+    @dataclass
+    class Made:
+        value: int
+        _: None = field(default=None, repr=False)
+
+        def __post_init__(self) -> None:
+            generated = sys._getframe(1)  # the dataclass's __init__
+            assert generated.f_code.co_filename.startswith("<")
+            seen.append(in_library(generated))
+
+    Pipeline[int]().map(Made).run([1])  # called from the library's worker
+    assert seen == [True]
+    Made(2)  # called from here, user code
+    assert seen == [True, False]

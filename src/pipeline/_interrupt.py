@@ -53,14 +53,16 @@ def in_library(frame: FrameType | None) -> bool:
 
     The innermost frame that is not the standard library's decides: the
     library waits inside ``threading``, and user code calls ``logging`` or
-    ``time``, so those frames say nothing. Read from the stack when a signal
-    comes, so the hot path writes nothing for it.
+    ``time``, so those frames say nothing. Nor does generated code
+    (``<string>``: the ``__init__`` of a dataclass the library builds), nor
+    a frozen module's. Read from the stack when a signal comes, so the hot
+    path writes nothing for it.
     """
     while frame is not None:
         path = frame.f_code.co_filename
         if path.startswith(_LIBRARY):
             return True
-        if not path.startswith(_STANDARD_LIBRARY):
+        if not path.startswith((_STANDARD_LIBRARY, "<")):
             return False
         frame = frame.f_back
     return False
