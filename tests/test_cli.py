@@ -355,8 +355,10 @@ WITHOUT_TYPING_EXTENSIONS = (
     ],
 )
 def test_the_launchers_run_from_a_checkout_without_typing_extensions(
-    launcher: str, argv: list[str]
+    launcher: str, argv: list[str], tmp_path: Path
 ) -> None:
+    if launcher == "run_data_example.py":
+        argv = [*argv, "--root", str(tmp_path)]  # its embedded database and buckets
     # -S: no site-packages, so neither the installed library nor
     # typing_extensions is there; the launcher finds the checkout's source.
     done = _subprocess([sys.executable, "-S", "-c", WITHOUT_TYPING_EXTENSIONS, launcher, *argv])

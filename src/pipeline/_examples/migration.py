@@ -110,7 +110,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--api-latency",
         type=seconds(60.0),
         default=0.05,
-        help="the embedded API's delay per request, seconds (default 0.05; the seed's is 1-2)",
+        help="the embedded API's delay per request, seconds (default 0.05; a real one: 1-2)",
     )
     parser.add_argument(
         "--api-fail-rate",
@@ -159,7 +159,7 @@ def _store(args: argparse.Namespace, root: Path) -> ObjectStore:
 
 @contextmanager
 def _api(args: argparse.Namespace, root: Path) -> Iterator[Any]:
-    from ..migration._api import MetadataClient, MetadataServer  # noqa: PLC0415
+    from ..migration._metadata_api import MetadataClient, MetadataServer  # noqa: PLC0415
 
     token = args.api_token or os.environ.get(TOKEN_VARIABLE) or None
     if args.api_url is not None:
@@ -202,7 +202,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
     args = parse_args(parser, argv)
     if isinstance(args, int):
         return args
-    _refuse_embedded_only(args, parser)
+    try:
+        _refuse_embedded_only(args, parser)
+    except SystemExit:  # parser.error: the usage line and the message are printed
+        return EXIT_USAGE
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="[%(levelname)s] %(message)s"
     )
@@ -216,7 +219,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
             store = _store(args, root)
             stack.callback(store.close)
             table.create()
-            if not any(table.counts().values()) and not args.dry_run:
+            seeding = not any(table.counts().values())
+            if seeding and args.dry_run:
+                print(f"would seed {args.files} files in bucket {args.source_bucket}")
+            elif seeding:
                 seed_files(
                     table,
                     store,
@@ -238,7 +244,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
                 s3_workers=args.s3_workers,
                 api_workers=args.api_workers,
             )
-            migration.check()
+            if not (seeding and args.dry_run):  # nothing there yet to check
+                migration.check()
         except (MigrationConfigError, OSError) as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

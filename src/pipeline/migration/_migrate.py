@@ -55,9 +55,9 @@ def seed_files(
 ) -> list[FileRecord]:
     """Put ``count`` files of random bytes in ``bucket`` and a ``READY`` row for each.
 
-    Files are named ``file_<id>.pdf`` from ``first_id`` on (the seed's
-    ``file_100.pdf``...), their sizes drawn up to ``size`` bytes. Creates the
-    table and the bucket if needed; returns the records added.
+    Files are named ``file_<id>.pdf`` from ``first_id`` on (``file_100.pdf``,
+    ...), their sizes drawn up to ``size`` bytes. Creates the table and the
+    bucket if needed; returns the records added.
     """
     rng = random.Random(seed)
     table.create()
@@ -115,8 +115,8 @@ class Migration:
         api: the metadata API client (``MetadataClient``).
         dest_bucket: the destination bucket.
         dest_store: the destination's store, if it is another one.
-        s3_workers: copies at once (the seed's three S3 uploaders).
-        api_workers: API requests at once (the seed's two API uploaders).
+        s3_workers: copies at once (three S3 uploaders).
+        api_workers: API requests at once (two API uploaders).
         api_retry: how API answers worth retrying are retried (503, timeouts).
     """
 

@@ -1,0 +1,187 @@
+"""The migration tool end to end: embedded parts, real HTTP, reruns, kill -9, bad setups."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline._examples.migration import main
+
+ROOT = Path(__file__).resolve().parent.parent
+DEST = "dest-bucket-proj"
+
+
+def run_tool(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_data_example.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def rows(root: Path) -> list[tuple[int, str, str | None]]:
+    """(id, status, dest_key) of every row, read from the SQLite file itself."""
+    with sqlite3.connect(root / "files.db") as db:
+        return list(db.execute("SELECT id, status, dest_key FROM files ORDER BY id"))
+
+
+def api_records(root: Path) -> dict[int, str]:
+    """file id -> dest_key, as the embedded API stored them (its own SQLite file)."""
+    with sqlite3.connect(root / "api.db") as db:
+        tables = [
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        assert tables, "the API stored nothing"
+        found: dict[int, str] = {}
+        for table in tables:
+            columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+            if "id" in columns and "record" in columns:
+                for file_id, record in db.execute(f"SELECT id, record FROM {table}"):
+                    found[int(file_id)] = json.loads(record)["dest_key"]
+        return found
+
+
+def destination_objects(root: Path) -> list[str]:
+    bucket = root / "buckets" / DEST
+    return sorted(str(p.relative_to(bucket)) for p in bucket.rglob("*") if p.is_file())
+
+
+def test_the_tool_migrates_then_a_rerun_has_nothing_left(tmp_path: Path) -> None:
+    done = run_tool("--root", str(tmp_path), "--files", "12", "--api-latency", "0.001")
+    assert done.returncode == 0, done.stderr
+    assert "=== VERIFICATION REPORT ===\nExpected: 12\nProcessed: 12\nSuccess: 12\nFailed: 0" in (
+        done.stdout
+    )
+    assert "Uploader S3-Worker-1 copy file" in done.stderr
+    assert "=== Pipeline complete ===" in done.stdout
+    table = rows(tmp_path)
+    assert [status for _, status, _ in table] == ["VERIFIED"] * 12
+    assert destination_objects(tmp_path) == sorted(key or "" for _, _, key in table)
+    again = run_tool("--root", str(tmp_path), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "Expected: 0\nProcessed: 0" in again.stdout
+    assert destination_objects(tmp_path) == sorted(key or "" for _, _, key in table)
+
+
+def test_a_dry_run_says_what_it_would_do_and_does_nothing(tmp_path: Path) -> None:
+    done = run_tool("--root", str(tmp_path), "--files", "3", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "would seed 3 files in bucket source-bucket-proj" in done.stdout
+    assert rows(tmp_path) == []
+    run_tool("--root", str(tmp_path), "--files", "3", "--quiet")
+    with sqlite3.connect(tmp_path / "files.db") as db:
+        db.execute("UPDATE files SET status = 'READY', dest_key = NULL WHERE id = 101")
+    plan = run_tool("--root", str(tmp_path), "--dry-run")
+    assert plan.stdout.splitlines() == [
+        "would copy, register, verify: file_101.pdf (id 101, READY)",
+        "1 files to migrate; 0 FAILED left as they are (--retry-failed)",
+    ]
+    assert [status for _, status, _ in rows(tmp_path)] == ["VERIFIED", "READY", "VERIFIED"]
+
+
+def test_an_api_that_fails_at_random_ends_in_retries_or_dead_letters_and_balanced_books(
+    tmp_path: Path,
+) -> None:
+    done = run_tool(
+        "--root",
+        str(tmp_path),
+        "--files",
+        "30",
+        "--api-latency",
+        "0",
+        "--api-fail-rate",
+        "0.4",
+        "--quiet",
+        "--json",
+    )
+    result = json.loads(done.stdout)
+    pipeline_report = result["pipeline"]
+    statuses = [status for _, status, _ in rows(tmp_path)]
+    failed = statuses.count("FAILED")
+    assert statuses.count("VERIFIED") + failed == 30
+    assert done.returncode == (1 if failed else 0)
+    assert result["verification"]["failed"] == failed
+    assert len(pipeline_report["dead_letters"]) == failed
+    retried = sum(stage["retried"] for stage in pipeline_report["stages"])
+    assert retried > 0
+    assert pipeline_report["balanced"] is True
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_kill_9_at_a_random_moment_then_a_rerun_migrates_every_file_exactly_once(
+    tmp_path: Path, trial: int
+) -> None:
+    argv = [
+        sys.executable,
+        str(ROOT / "run_data_example.py"),
+        "--root",
+        str(tmp_path),
+        "--files",
+        "40",
+        "--api-latency",
+        "0.01",
+        "--file-size",
+        "4096",
+    ]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    ) as child:
+        try:
+            assert child.stderr is not None
+            for line in child.stderr:  # wait until copies are going on
+                if "copy file" in line:
+                    break
+            time.sleep(random.Random(trial).uniform(0.0, 0.4))  # a random moment of the run
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    with sqlite3.connect(tmp_path / "files.db") as db:
+        db.execute("UPDATE files SET lease_until = 0")  # the dead migrator's leases: run out
+    done = run_tool("--root", str(tmp_path), "--quiet")
+    assert done.returncode == 0, done.stderr
+    table = rows(tmp_path)
+    assert [status for _, status, _ in table] == ["VERIFIED"] * 40
+    keys = sorted(key or "" for _, _, key in table)
+    assert destination_objects(tmp_path) == keys  # no object twice, no stray half copy
+    assert api_records(tmp_path) == {file_id: key for file_id, _, key in table}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--db", "/proc/no/such/dir/files.db"], "cannot open the SQLite database"),
+        (["--api-url", "http://127.0.0.1:9", "--api-token", "t"], "127.0.0.1:9"),
+        (["--api-url", "http://127.0.0.1:9"], "--api-url needs a token"),
+        (
+            ["--api-url", "http://127.0.0.1:9", "--api-token", "t", "--api-fail-rate", "0.5"],
+            "argument --api-fail-rate: applies to the embedded API only",
+        ),
+        (["--dest-bucket", "Bad_Bucket"], "argument --dest-bucket: bucket name 'Bad_Bucket'"),
+        (["--s3-workers", "0"], "argument --s3-workers: must be at least 1"),
+    ],
+)
+def test_a_bad_setup_is_refused_before_any_work_naming_what_to_fix(
+    tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_token = os.environ.pop("PIPELINE_API_TOKEN", None)
+    try:
+        code = main(["--root", str(tmp_path), "--quiet", *argv])
+    finally:
+        if env_token is not None:
+            os.environ["PIPELINE_API_TOKEN"] = env_token
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "buckets" / DEST).exists() or destination_objects(tmp_path) == []
