@@ -17,7 +17,8 @@ server runs as the ``postgres`` user, in a directory that user owns;
 otherwise as the current user.
 
 The server is built for tests, not for keeping data: ``fsync`` off, no
-synchronous commit, trust authentication on 127.0.0.1 only.
+synchronous commit, trust authentication on 127.0.0.1 but for one role,
+:data:`PASSWORD_USER`, which logs in with :data:`PASSWORD`.
 """
 
 from __future__ import annotations
@@ -37,9 +38,21 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "find_postgres_bin", "pg_table_url", "postgres_server", "postgres_url"]
+__all__ = [
+    "PASSWORD",
+    "PASSWORD_USER",
+    "PostgresServer",
+    "find_postgres_bin",
+    "pg_table_url",
+    "postgres_server",
+    "postgres_url",
+]
 
 SUPERUSER = "postgres"
+# A role that must log in with a password (every other role is trusted), so
+# that tests can see a wrong password refused.
+PASSWORD_USER = "pipeline_password"
+PASSWORD = "right-password"
 START_SECONDS = 30  # pg_ctl -w -t: how long a start (or a stop) may take
 _PROGRAMS = ("initdb", "pg_ctl", "postgres")
 
@@ -100,7 +113,7 @@ class PostgresServer:
         # server's user can enter.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
-        user = {} if self._user is None else {"user": self._user.pw_uid, "group": self._user.pw_gid}
+        user = self._user
         return subprocess.run(
             [str(self.bin_dir / argv[0]), *argv[1:]],
             cwd=self.root,
@@ -109,8 +122,9 @@ class PostgresServer:
             text=True,
             timeout=START_SECONDS * 2,
             check=check,
-            extra_groups=[] if self._user is not None else None,
-            **user,  # type: ignore[arg-type]
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
         )
 
     def start(self) -> None:
@@ -125,6 +139,8 @@ class PostgresServer:
             "initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "trust",
             "-E", "UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
+        hba = self.data / "pg_hba.conf"  # first match wins: the password line goes first
+        hba.write_text(f"host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n{hba.read_text()}")
         for _ in range(3):
             self.port = _free_port()
             options = [
@@ -140,6 +156,7 @@ class PostgresServer:
                 check=False,
             )  # fmt: skip
             if started.returncode == 0:
+                _admin(self.url(), f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'")
                 return
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
             if "could not bind" not in log and "already in use" not in log:

@@ -39,7 +39,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from .._validate import check_seconds
 from ._errors import LeaseLost, MigrationConfigError
@@ -191,6 +191,8 @@ class FileTable(ABC):
         return ""
 
     def _sql(self, sql: str) -> str:
+        # Every statement passes through here, so a dialect can rewrite them
+        # all (PostgreSQL doubles a literal %, which psycopg would misread).
         return sql.replace("?", self.placeholder).replace("{now}", self.now)
 
     def _now_params(self, count: int) -> tuple[Any, ...]:
@@ -200,8 +202,10 @@ class FileTable(ABC):
 
     def create(self) -> None:
         """Create the table and its index, if they are not there."""
-        self._execute(_SCHEMA)
-        self._execute("CREATE INDEX IF NOT EXISTS files_status ON files (status, lease_until)")
+        self._execute(self._sql(_SCHEMA))
+        self._execute(
+            self._sql("CREATE INDEX IF NOT EXISTS files_status ON files (status, lease_until)")
+        )
 
     def add(self, records: Iterable[FileRecord]) -> None:
         """Insert rows for ``records`` (status ``READY``); ids already there are left alone."""
@@ -223,15 +227,27 @@ class FileTable(ABC):
         their lease run out: they are in its pipeline, on their way. Each
         claim counts one attempt.
         """
+        # The rows are picked once, in a materialized CTE, and locked as they
+        # are picked. In PostgreSQL, `WHERE id IN (SELECT ... LIMIT n FOR
+        # UPDATE SKIP LOCKED)` may be planned as a nested loop that runs the
+        # subquery again for each outer row, claiming more than n rows; a
+        # MATERIALIZED CTE runs once. Under READ COMMITTED, FOR UPDATE locks
+        # the newest version of each row and checks the WHERE again on it, so
+        # a row another migrator claimed since this statement's snapshot is
+        # dropped, one it is claiming now is skipped (SKIP LOCKED), and a
+        # lease seen to have run out is judged again as the row now is. The
+        # locks last until the UPDATE commits: nothing changes a picked row
+        # in between. SQLite runs the whole statement under its one write lock.
         marks = ", ".join("?" for _ in UNFINISHED)
         sql = self._sql(
-            f"UPDATE files SET owner = ?, lease_until = {{now}} + ?, attempts = attempts + 1"
-            f" WHERE id IN (SELECT id FROM files WHERE status IN ({marks})"
+            f"WITH claimable AS MATERIALIZED (SELECT id FROM files WHERE status IN ({marks})"
             f" AND (owner IS NULL OR (owner <> ? AND lease_until < {{now}}))"
             f" ORDER BY id LIMIT ?{self._lock_claimed()})"
+            f" UPDATE files SET owner = ?, lease_until = {{now}} + ?, attempts = attempts + 1"
+            f" WHERE id IN (SELECT id FROM claimable)"
             f" RETURNING {_COLUMNS}"
         )
-        rows = self._execute(sql, (self.owner, self.lease_seconds, *UNFINISHED, self.owner, limit))
+        rows = self._execute(sql, (*UNFINISHED, self.owner, limit, self.owner, self.lease_seconds))
         return sorted((_record(row) for row in rows), key=lambda r: r.id)
 
     def renew(self, file_id: int) -> None:
@@ -289,7 +305,7 @@ class FileTable(ABC):
 
     def counts(self) -> dict[str, int]:
         """How many rows have each status (every status, zeros included)."""
-        found = dict(self._execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
+        found = dict(self._execute(self._sql("SELECT status, COUNT(*) FROM files GROUP BY status")))
         return {status: int(found.get(status, 0)) for status in STATUSES}
 
     def records(self, status: str | None = None) -> list[FileRecord]:
@@ -298,7 +314,7 @@ class FileTable(ABC):
         sql = self._sql(f"SELECT {_COLUMNS} FROM files{where} ORDER BY id")
         return [_record(row) for row in self._execute(sql, params)]
 
-    def __enter__(self) -> FileTable:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1,0 +1,181 @@
+"""The ``files`` table in PostgreSQL (the ``postgres`` extra): migrators on many machines.
+
+:class:`PostgresFileTable` runs the SQL of :class:`~._files.FileTable` on
+psycopg 3, one autocommitted statement per operation. What it adds is what
+makes one table safe to share across machines:
+
+- The clock is the server's (``clock_timestamp()``, in epoch seconds as a
+  double): every migrator measures leases against the same clock.
+- A claim locks the rows it picks with ``FOR UPDATE SKIP LOCKED``: a row
+  another claimer is taking is skipped, not waited for, and a row another
+  claimer took since this one's snapshot is checked again, as it now is,
+  before it is claimed (see :meth:`FileTable.claim`).
+
+A server that cannot be reached, a wrong password or a missing database is
+a :class:`MigrationConfigError` naming ``--db``, raised within
+``connect_timeout``; its message never shows the password.
+
+>>> PostgresFileTable("postgresql://postgres:secret@127.0.0.1:1/files")
+Traceback (most recent call last):
+    ...
+MigrationConfigError: cannot connect to PostgreSQL 127.0.0.1:1/files: ... (check --db)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from .._validate import check_seconds
+from ._errors import MigrationConfigError
+from ._files import DEFAULT_LEASE_SECONDS, FileTable
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresFileTable"]
+
+# libpq's (and psycopg's) connect timeout is whole seconds, at least 2.
+_MIN_CONNECT_SECONDS = 2
+
+
+class PostgresFileTable(FileTable):
+    """The ``files`` table in a PostgreSQL database, shared by migrators anywhere.
+
+    One connection per object, in autocommit mode: every operation is one
+    statement, and a claim holds its row locks only while it runs.
+    :meth:`for_worker` opens another connection for another worker.
+
+    Args:
+        url: a libpq connection string, ``postgresql://user:password@host:port/dbname``.
+        owner: this migrator's id in the claims (default: host, pid, random).
+        lease_seconds: how long a claim lasts without a step renewing it.
+        connect_timeout: how long to wait for the server, in seconds; libpq
+            counts whole seconds (rounded up here, at least 2) and waits
+            that long for each address a host name resolves to.
+
+    Raises:
+        MigrationConfigError: psycopg is not installed, or the database
+            cannot be reached or logged into; the message names ``--db``.
+    """
+
+    placeholder = "%s"
+    now = "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(owner=owner, lease_seconds=lease_seconds)
+        timeout = check_seconds("connect_timeout", connect_timeout)
+        if not timeout:
+            raise ValueError(f"'connect_timeout' must be more than 0, got {connect_timeout!r}")
+        self.url = url
+        self.connect_timeout = timeout
+        self._where = _redact(url, url)
+        try:
+            import psycopg  # noqa: PLC0415 (the postgres extra, imported when used)
+            from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+        except ImportError as exc:
+            message = (
+                f"--db {self._where} needs psycopg and the system's libpq ({exc}):"
+                " pip install 'threaded-pipeline[postgres]' (Debian: apt-get install libpq5)"
+            )
+            raise MigrationConfigError(message) from None
+        try:
+            self._where = _describe(conninfo_to_dict(url))
+        except psycopg.Error as exc:
+            message = f"--db is not a PostgreSQL URL: {_redact(_one_line(exc), url)}"
+            raise MigrationConfigError(message) from None
+        try:
+            self._connection: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+                url,
+                autocommit=True,
+                connect_timeout=max(_MIN_CONNECT_SECONDS, math.ceil(timeout)),
+            )
+        except psycopg.Error as exc:
+            # from None: the message is the whole story; psycopg's traceback
+            # (and libpq's, which may quote the URL) would only bury it.
+            reason = _redact(_one_line(exc), url)
+            message = f"cannot connect to PostgreSQL {self._where}: {reason} (check --db)"
+            raise MigrationConfigError(message) from None
+        info = self._connection.info
+        self._where = f"{info.host}:{info.port}/{info.dbname}"
+
+    def describe(self) -> str:
+        """``"PostgreSQL host:port/dbname"``: where the table is, without the password."""
+        return f"PostgreSQL {self._where}"
+
+    def for_worker(self) -> PostgresFileTable:
+        """A table object on a new connection, with the same owner and lease."""
+        return PostgresFileTable(
+            self.url,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            connect_timeout=self.connect_timeout,
+        )
+
+    def _lock_claimed(self) -> str:
+        return " FOR UPDATE SKIP LOCKED"
+
+    def _sql(self, sql: str) -> str:
+        # psycopg reads %s as a placeholder and %% as a percent sign in every
+        # statement run with parameters (which _execute always passes), so a
+        # literal % in the shared SQL is doubled before the placeholders go in.
+        return super()._sql(sql.replace("%", "%%"))
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._connection.execute(sql, tuple(params))
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._connection.transaction(), self._connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+    def _rowcount(self, sql: str, params: Sequence[Any]) -> int:
+        return self._connection.execute(sql, tuple(params)).rowcount
+
+    def close(self) -> None:
+        """Close the connection (again: nothing happens); the object is not used afterwards."""
+        self._connection.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    # libpq's messages run over several indented lines.
+    return " ".join(str(exc).split())
+
+
+def _describe(params: dict[str, Any]) -> str:
+    # libpq's defaults, as far as the URL shows them (PG* variables aside).
+    host = params.get("host") or params.get("hostaddr") or "(default host)"
+    port = params.get("port") or "5432"
+    dbname = params.get("dbname") or params.get("user") or "(default database)"
+    return f"{host}:{port}/{dbname}"
+
+
+_USERINFO = re.compile(r"^([a-z]+://[^:@/?]*):[^@/?]*@", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE)
+
+
+def _redact(text: str, url: str) -> str:
+    """``text`` without the password ``url`` holds: libpq quotes a URL it cannot parse.
+
+    >>> _redact('bad URI: "postgresql://me:pw@h:x/db"', "postgresql://me:pw@h:x/db")
+    'bad URI: "postgresql://me:***@h:x/db"'
+    """
+    secrets = {m.group(2).strip("'") for m in _PASSWORD_PARAM.finditer(url)}
+    userinfo = _USERINFO.match(url)
+    if userinfo:
+        secrets.add(url[len(userinfo.group(1)) + 1 : userinfo.end() - 1])
+    secrets |= {unquote(secret) for secret in secrets}
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        # Whole tokens only: a one-letter password must not garble the message.
+        text = re.sub(rf"(?<![\w%]){re.escape(secret)}(?![\w%])", "***", text)
+    return text
