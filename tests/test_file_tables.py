@@ -403,31 +403,45 @@ def test_describe_says_where(make_table: MakeTable, tmp_path: Path) -> None:
 def race_threads(make_table: MakeTable, claimers: int) -> dict[str, list[int]]:
     """Claimers in threads, each its own owner and worker table, until no row is left.
 
-    Returns what each owner claimed, as it logged it; every row it claimed
-    it marks VERIFIED, which raises LeaseLost if the row is not its own.
+    They claim in rounds, all at once (a barrier starts each round), so that
+    every claim races the others'; left to run free on SQLite, one thread
+    holds on to the write lock while the others sleep in SQLite's busy
+    backoff, and claims everything alone. Returns what each owner claimed,
+    as it logged it; every row it claimed it marks VERIFIED, which raises
+    LeaseLost if the row is not its own.
     """
     make_table("setup").add(files(range(1, ROWS + 1)))
     bases = [make_table(f"owner-{n}") for n in range(claimers)]
-    start = threading.Barrier(claimers, timeout=WAIT)
+    rounds = threading.Barrier(claimers, timeout=WAIT)
+    got = [False] * claimers  # written before a round's second wait, read after it
 
-    def claimer(base: FileTable) -> list[int]:
-        # Bounded, so that a claim that never runs dry fails the test instead
-        # of keeping the executor (and the test) from ever ending.
+    def claimer(n: int) -> list[int]:
         claimed: list[int] = []
-        deadline = time.monotonic() + WAIT * 2
-        with base.for_worker() as table:
-            start.wait()
-            while batch := table.claim(BATCH):
-                assert len(claimed) < ROWS, f"{base.owner} claimed more rows than there are"
-                assert time.monotonic() < deadline, f"{base.owner} is still claiming"
-                for record in batch:
-                    claimed.append(record.id)
-                    table.advance(record.id, VERIFIED)
-        return claimed
+        try:
+            with bases[n].for_worker() as table:
+                while True:
+                    rounds.wait()
+                    batch = table.claim(BATCH)
+                    for record in batch:
+                        claimed.append(record.id)
+                        table.advance(record.id, VERIFIED)
+                    got[n] = bool(batch)
+                    rounds.wait()
+                    if not any(got):
+                        return claimed
+                    # A claim that never runs dry fails instead of hanging.
+                    assert len(claimed) <= ROWS, f"{table.owner} claimed more rows than there are"
+        except BaseException:
+            rounds.abort()  # the others stop at their next wait
+            raise
 
     with ThreadPoolExecutor(claimers, thread_name_prefix="claimer") as pool:
-        futures = [pool.submit(claimer, base) for base in bases]
-        return {base.owner: future.result() for base, future in zip(bases, futures, strict=True)}
+        futures = [pool.submit(claimer, n) for n in range(claimers)]
+    errors = [error for future in futures if (error := future.exception()) is not None]
+    first = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)] + errors
+    if first:
+        raise first[0]
+    return {base.owner: future.result() for base, future in zip(bases, futures, strict=True)}
 
 
 def assert_claimed_once(claims: dict[str, list[int]]) -> None:

@@ -265,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _handle(self, method: str) -> None:
+    def _respond(self, method: str) -> None:
         try:
             status, body = self._route(method)
         except _Refused as refused:
@@ -309,16 +309,16 @@ class _Handler(BaseHTTPRequestHandler):
         return (201 if created else 200), records.get(file_id) or {}
 
     def do_GET(self) -> None:
-        self._handle("GET")
+        self._respond("GET")
 
     def do_PUT(self) -> None:
-        self._handle("PUT")
+        self._respond("PUT")
 
     def do_POST(self) -> None:
-        self._handle("POST")
+        self._respond("POST")
 
     def do_DELETE(self) -> None:
-        self._handle("DELETE")
+        self._respond("DELETE")
 
 
 class MetadataClient:
