@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -285,6 +286,11 @@ def test_every_observer_hears_of_the_run_when_one_raises_a_base_exception() -> N
         ], event
 
 
+def nap(item: int) -> int:
+    time.sleep(0.01)
+    return item
+
+
 class CtrlCInRunStarted(Recording):
     """Sends itself SIGINT: once while the run starts, and again in run_finished."""
 
@@ -303,7 +309,8 @@ class CtrlCInRunStarted(Recording):
 def test_a_second_ctrl_c_in_an_observer_comes_out_as_the_runs_interrupt_with_its_report() -> None:
     pressing, after = CtrlCInRunStarted(), Recording()
     with pytest.raises(PipelineInterrupted) as caught:
-        Pipeline[int]().map(abs, workers=2).run(range(100), observers=[pressing, after])
+        # 2 s of work at most: the cancel the first Ctrl-C starts lands long before the end.
+        Pipeline[int]().map(nap, workers=2).run(range(400), observers=[pressing, after])
     report = caught.value.report
     assert report is not None
     assert report.status == "interrupted"

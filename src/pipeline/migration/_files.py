@@ -127,6 +127,12 @@ CREATE TABLE IF NOT EXISTS files (
 """
 
 
+# The unfinished rows, as SQL: literals, not parameters, so that the planner
+# can match a claim's WHERE to the partial index over these rows (a plan
+# made for parameters could not).
+_UNFINISHED_SQL = "status IN ({})".format(", ".join(f"'{status}'" for status in UNFINISHED))
+
+
 def _record(row: Sequence[Any]) -> FileRecord:
     return FileRecord(*row)
 
@@ -201,10 +207,18 @@ class FileTable(ABC):
     # -- the migration's operations -------------------------------------------------
 
     def create(self) -> None:
-        """Create the table and its index, if they are not there."""
+        """Create the table and its indexes, if they are not there."""
         self._execute(self._sql(_SCHEMA))
         self._execute(
             self._sql("CREATE INDEX IF NOT EXISTS files_status ON files (status, lease_until)")
+        )
+        # What a claim walks, by id: only the unfinished rows. Without it a
+        # claim scans the primary key past every finished row first, and a
+        # table of 100,000 finished rows claims a few times a second.
+        self._execute(
+            self._sql(
+                f"CREATE INDEX IF NOT EXISTS files_unfinished ON files (id) WHERE {_UNFINISHED_SQL}"
+            )
         )
 
     def add(self, records: Iterable[FileRecord]) -> None:
@@ -238,16 +252,15 @@ class FileTable(ABC):
         # lease seen to have run out is judged again as the row now is. The
         # locks last until the UPDATE commits: nothing changes a picked row
         # in between. SQLite runs the whole statement under its one write lock.
-        marks = ", ".join("?" for _ in UNFINISHED)
         sql = self._sql(
-            f"WITH claimable AS MATERIALIZED (SELECT id FROM files WHERE status IN ({marks})"
+            f"WITH claimable AS MATERIALIZED (SELECT id FROM files WHERE {_UNFINISHED_SQL}"
             f" AND (owner IS NULL OR (owner <> ? AND lease_until < {{now}}))"
             f" ORDER BY id LIMIT ?{self._lock_claimed()})"
             f" UPDATE files SET owner = ?, lease_until = {{now}} + ?, attempts = attempts + 1"
             f" WHERE id IN (SELECT id FROM claimable)"
             f" RETURNING {_COLUMNS}"
         )
-        rows = self._execute(sql, (*UNFINISHED, self.owner, limit, self.owner, self.lease_seconds))
+        rows = self._execute(sql, (self.owner, limit, self.owner, self.lease_seconds))
         return sorted((_record(row) for row in rows), key=lambda r: r.id)
 
     def renew(self, file_id: int) -> None:
