@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,11 @@ from pipeline._examples.migration import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = "dest-bucket-proj"
+
+
+def connect(path: Path) -> closing[sqlite3.Connection]:
+    """An autocommit connection, closed when the block ends (a Connection only commits)."""
+    return closing(sqlite3.connect(path, isolation_level=None))
 
 
 def run_tool(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -34,13 +40,13 @@ def run_tool(*argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess[s
 
 def rows(root: Path) -> list[tuple[int, str, str | None]]:
     """(id, status, dest_key) of every row, read from the SQLite file itself."""
-    with sqlite3.connect(root / "files.db") as db:
+    with connect(root / "files.db") as db:
         return list(db.execute("SELECT id, status, dest_key FROM files ORDER BY id"))
 
 
 def api_records(root: Path) -> dict[int, str]:
     """file id -> dest_key, as the embedded API stored them (its own SQLite file)."""
-    with sqlite3.connect(root / "api.db") as db:
+    with connect(root / "api.db") as db:
         tables = [
             name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         ]
@@ -82,7 +88,7 @@ def test_a_dry_run_says_what_it_would_do_and_does_nothing(tmp_path: Path) -> Non
     assert "would seed 3 files in bucket source-bucket-proj" in done.stdout
     assert rows(tmp_path) == []
     run_tool("--root", str(tmp_path), "--files", "3", "--quiet")
-    with sqlite3.connect(tmp_path / "files.db") as db:
+    with connect(tmp_path / "files.db") as db:
         db.execute("UPDATE files SET status = 'READY', dest_key = NULL WHERE id = 101")
     plan = run_tool("--root", str(tmp_path), "--dry-run")
     assert plan.stdout.splitlines() == [
@@ -149,7 +155,7 @@ def test_kill_9_at_a_random_moment_then_a_rerun_migrates_every_file_exactly_once
         finally:
             child.wait(30)
     assert child.returncode == -signal.SIGKILL
-    with sqlite3.connect(tmp_path / "files.db") as db:
+    with connect(tmp_path / "files.db") as db:
         db.execute("UPDATE files SET lease_until = 0")  # the dead migrator's leases: run out
     done = run_tool("--root", str(tmp_path), "--quiet")
     assert done.returncode == 0, done.stderr
