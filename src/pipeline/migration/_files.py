@@ -28,6 +28,7 @@ clocks differ agree on when a lease ran out.
 >>> table.advance(1, VERIFIED)
 >>> table.counts()[VERIFIED]
 1
+>>> table.close()
 """
 
 from __future__ import annotations
@@ -404,7 +405,8 @@ def open_file_table(
 ) -> FileTable:
     """Open the table ``where`` names: ``postgresql://...`` or an SQLite file path.
 
-    >>> open_file_table(":memory:").describe()
+    >>> with open_file_table(":memory:") as table:
+    ...     table.describe()
     'SQLite :memory:'
     """
     if where.startswith(("postgresql://", "postgres://")):

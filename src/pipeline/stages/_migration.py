@@ -40,6 +40,7 @@ Expected: 3
 Processed: 3
 Success: 3
 Failed: 0
+>>> table.close()
 """
 
 from __future__ import annotations
