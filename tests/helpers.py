@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 
@@ -32,3 +33,11 @@ class Join:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now; a race is possible)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

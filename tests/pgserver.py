@@ -29,7 +29,6 @@ import pwd
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -37,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 __all__ = [
     "PASSWORD",
@@ -72,13 +73,6 @@ def find_postgres_bin() -> Path | None:
         if all(os.access(directory / name, os.X_OK) for name in _PROGRAMS):
             return directory
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PostgresServer:
@@ -142,7 +136,7 @@ class PostgresServer:
         hba = self.data / "pg_hba.conf"  # first match wins: the password line goes first
         hba.write_text(f"host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n{hba.read_text()}")
         for _ in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             options = [
                 f"-p {self.port}",
                 f"-c listen_addresses={self.host}",

@@ -31,7 +31,6 @@ import http.client
 import importlib.util
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 __all__ = [
     "ACCESS_KEY",
@@ -88,14 +89,6 @@ def _has_moto_server() -> bool:
     if not any((Path(p) / "server.py").is_file() for p in spec.submodule_search_locations):
         return False
     return all(importlib.util.find_spec(name) is not None for name in ("flask", "flask_cors"))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (now; a race is possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class MotoServer:
