@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -332,6 +333,34 @@ def test_local_copy_failing_midway_leaves_nothing_under_the_key(
         store.put("dst-bucket", "other", b"new bytes that never land")
     assert store.get("dst-bucket", "other") == b"kept"
     assert local_listing(tmp_path, "dst-bucket") == ["other"]
+
+
+def test_local_write_removes_what_a_killed_writer_left_and_keeps_a_live_writers_file(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    store.create_bucket("dst-bucket")
+    folder = tmp_path / "dst-bucket" / "2026"
+    folder.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    host = store_module._WRITER
+    killed = folder / f".out.{host}-{int(dead.stdout)}.{'0' * 32}.part"  # its process is gone
+    live = folder / f".out.{host}-{os.getppid()}.{'1' * 32}.part"  # a live process writes it
+    elsewhere = folder / f".out.otherhost-{int(dead.stdout)}.{'2' * 32}.part"  # not ours to judge
+    other_key = folder / f".other.{host}-{int(dead.stdout)}.{'3' * 32}.part"  # another key's
+    for path in (killed, live, elsewhere, other_key):
+        path.write_bytes(b"half a copy")
+    store.put("dst-bucket", "2026/out", b"whole")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["out", live.name, elsewhere.name, other_key.name]
+    )
+    assert store.get("dst-bucket", "2026/out") == b"whole"
 
 
 # --- S3Store ------------------------------------------------------------------------------

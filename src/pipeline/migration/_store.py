@@ -9,7 +9,9 @@ where the store can (S3's ``CopyObject``). Two stores ship:
 - :class:`LocalStore`, the embedded default: a bucket is a folder under a
   root folder, an object a file. Every write is atomic (a temporary file in
   the same folder, then a rename), so a migrator killed mid-copy leaves no
-  half object under the key; the checksum is the sha256 of the bytes.
+  half object under the key; the checksum is the sha256 of the bytes. The
+  temporary file of a killed writer (a hidden ``.NAME.HOST-PID.*.part``) is
+  removed by the next write of that key, once its process is gone.
 - ``S3Store`` (the ``s3`` extra, boto3) for any S3-compatible endpoint.
 
 Keys and bucket names come from the database, so they are not trusted:
@@ -31,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -213,11 +216,18 @@ class LocalStore(ObjectStore):
 
 
 class _AtomicFile:
-    """A file written beside ``target`` and renamed onto it when the block ends well."""
+    """A file written beside ``target`` and renamed onto it when the block ends well.
+
+    The temporary file's name says which process writes it (host and pid),
+    so the next successful write of the same key can remove what a writer
+    killed mid-copy left behind, and nothing a live writer still holds.
+    """
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        self.temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        self.temporary = target.with_name(
+            f".{target.name}.{_WRITER}-{os.getpid()}.{uuid.uuid4().hex}.part"
+        )
 
     def __enter__(self) -> _AtomicFile:
         self.target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,5 +241,37 @@ class _AtomicFile:
         self.file.close()
         if kind is None:
             os.replace(self.temporary, self.target)
+            _remove_dead_writers_files(self.target)
         else:
             self.temporary.unlink(missing_ok=True)
+
+
+# The host part of a temporary file's name: the host name, in characters a
+# file name and the pattern below can carry.
+_WRITER = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _remove_dead_writers_files(target: Path) -> None:
+    """Remove the temporary files for ``target`` left by dead processes of this host."""
+    prefix = f".{target.name}."
+    pattern = re.compile(rf"{re.escape(prefix)}{_WRITER}-(\d+)\.[0-9a-f]{{32}}\.part")
+    try:
+        siblings = [path for path in target.parent.iterdir() if path.name.startswith(prefix)]
+    except OSError:
+        return  # tidying is a courtesy: the object itself is written
+    for path in siblings:
+        written_by = pattern.fullmatch(path.name)
+        if written_by is not None and not _alive(int(written_by.group(1))):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, as another user's process (or we cannot tell: keep it)
+    return True
