@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -138,19 +137,24 @@ def test_kill_9_at_a_random_moment_then_a_rerun_migrates_every_file_exactly_once
         "--files",
         "40",
         "--api-latency",
-        "0.01",
+        "0.05",  # 40 PUTs over 2 workers: about a second of run to land in
         "--file-size",
         "4096",
     ]
+    # A random moment, by the run's progress rather than the clock: after the
+    # first copy, some of its ~240 log lines later (copies, PUTs, checks).
+    moment = random.Random(trial).randrange(0, 150)
     with subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
     ) as child:
         try:
             assert child.stderr is not None
-            for line in child.stderr:  # wait until copies are going on
+            lines = iter(child.stderr)
+            for line in lines:  # wait until copies are going on
                 if "copy file" in line:
                     break
-            time.sleep(random.Random(trial).uniform(0.0, 0.4))  # a random moment of the run
+            for _, _ in zip(range(moment), lines, strict=False):
+                pass
             child.send_signal(signal.SIGKILL)
         finally:
             child.wait(30)
@@ -228,7 +232,7 @@ def test_two_migrators_share_one_postgresql_table_and_each_file_is_migrated_once
     tmp_path: Path, pg_table_url: str
 ) -> None:
     from pipeline.migration import LocalStore, open_file_table, seed_files
-    from pipeline.migration._metadata_api import MetadataClient, MetadataServer
+    from pipeline.migration._api import MetadataClient, MetadataServer
 
     table = open_file_table(pg_table_url)
     store = LocalStore(tmp_path / "buckets")

@@ -374,9 +374,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
         return migrate(arguments[1:], prog=f"{prog or program_name()} data")
     if arguments and arguments[0] == "api-server":
-        from .migration._metadata_api import main as serve  # noqa: PLC0415 (on demand)
+        from .migration._api import main as serve  # noqa: PLC0415 (on demand)
 
-        return serve(arguments[1:])
+        return serve(arguments[1:], prog=f"{prog or program_name()} api-server")
     args = parse_args(build_parser(prog), argv)
     if isinstance(args, int):
         return args

@@ -159,7 +159,7 @@ def _store(args: argparse.Namespace, root: Path) -> ObjectStore:
 
 @contextmanager
 def _api(args: argparse.Namespace, root: Path) -> Iterator[Any]:
-    from ..migration._metadata_api import MetadataClient, MetadataServer  # noqa: PLC0415
+    from ..migration._api import MetadataClient, MetadataServer  # noqa: PLC0415
 
     token = args.api_token or os.environ.get(TOKEN_VARIABLE) or None
     if args.api_url is not None:

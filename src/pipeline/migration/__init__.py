@@ -10,9 +10,15 @@ are in :mod:`pipeline.stages`; ``python -m pipeline data`` (and
   ``PostgresFileTable`` (the ``postgres`` extra); :func:`open_file_table`.
 - :class:`ObjectStore`: buckets of objects: :class:`LocalStore` (a folder
   per bucket, embedded) and ``S3Store`` (the ``s3`` extra, boto3).
-- The metadata API: ``MetadataServer`` (stdlib ``http.server``) and
-  ``MetadataClient``.
+- The metadata API: :class:`MetadataServer` (stdlib ``http.server``) and
+  :class:`MetadataClient`.
+
+``MetadataServer``, ``MetadataClient``, ``S3Store`` and ``PostgresFileTable``
+are imported when first used (``S3Store`` needs boto3, ``PostgresFileTable``
+psycopg), so importing the package stays cheap.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ApiError as ApiError
 from ._errors import ApiUnavailable as ApiUnavailable
@@ -42,6 +48,31 @@ from ._store import ObjectInfo as ObjectInfo
 from ._store import ObjectStore as ObjectStore
 from ._store import check_key as check_key
 
+if TYPE_CHECKING:
+    from ._api import MetadataClient as MetadataClient
+    from ._api import MetadataServer as MetadataServer
+    from ._postgres import PostgresFileTable as PostgresFileTable
+    from ._s3 import S3Store as S3Store
+
+_ON_DEMAND = {
+    "MetadataClient": "._api",
+    "MetadataServer": "._api",
+    "PostgresFileTable": "._postgres",
+    "S3Store": "._s3",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the names of :data:`_ON_DEMAND` when first asked for."""
+    if name not in _ON_DEMAND:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(_ON_DEMAND[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "API_UPLOADED",
     "FAILED",
@@ -57,6 +88,8 @@ __all__ = [
     "FileTable",
     "LeaseLost",
     "LocalStore",
+    "MetadataClient",
+    "MetadataServer",
     "Migration",
     "MigrationConfigError",
     "MigrationError",
@@ -65,6 +98,8 @@ __all__ = [
     "ObjectMissing",
     "ObjectStore",
     "PlannedStep",
+    "PostgresFileTable",
+    "S3Store",
     "SQLiteFileTable",
     "UnsafeKey",
     "check_key",
