@@ -58,6 +58,7 @@ from .harness import (
     median,
     paired_ratio,
 )
+from .migration import migration, s3_copy
 from .observed import observed
 from .processes import cpu_bound, process_cheap
 
@@ -596,5 +597,7 @@ SCENARIOS: Final[dict[str, Callable[[Config], ScenarioResult]]] = {
     "cpu_bound": cpu_bound,
     "process_cheap": process_cheap,
     "observed": observed,
+    "s3_copy": s3_copy,
+    "migration": migration,
 }
 """Every scenario by name, in the order they run."""

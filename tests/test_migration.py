@@ -234,6 +234,79 @@ def test_a_file_another_migrator_took_over_is_dropped_not_finished(
     theirs.close()
 
 
+def test_the_dispatcher_waits_for_a_dead_migrators_leases_then_takes_its_files(
+    parts: tuple[SQLiteFileTable, LocalStore],
+) -> None:
+    table, store = parts
+    seed_files(table, store, SOURCE, count=3, size=64)
+    dead = SQLiteFileTable(table.path, owner="dead", lease_seconds=0.3)
+    held = [r.id for r in dead.claim(2)]  # and never heard of again
+    dead.close()
+    ours = SQLiteFileTable(table.path, owner="ours")
+    count, first_ends = ours.held_by_others()
+    assert count == 2
+    assert 0.0 < first_ends <= 0.3
+    claimed = [r.id for r in claim_files(ours, wait=False)]
+    assert claimed == [102]  # without waiting: only the free one
+    assert ours.release() == 1
+    claimed = [r.id for r in claim_files(ours)]
+    assert sorted(claimed) == sorted([102, *held])  # it waited out the 0.3 s leases
+    ours.close()
+
+
+def test_the_dispatcher_ends_once_another_migrator_finishes_what_it_holds(
+    parts: tuple[SQLiteFileTable, LocalStore],
+) -> None:
+    table, store = parts
+    seed_files(table, store, SOURCE, count=2, size=64)
+    other = SQLiteFileTable(table.path, owner="other", lease_seconds=3600)
+    [first, second] = other.claim(2)
+    ours = SQLiteFileTable(table.path, owner="ours")
+    dispatched: list[int] = []
+    waiting = threading.Event()
+
+    def dispatch() -> None:
+        for record in claim_files(ours):
+            dispatched.append(record.id)
+        waiting.set()
+
+    thread = threading.Thread(target=dispatch, name="test-dispatcher")
+    thread.start()
+    try:
+        assert not waiting.wait(0.3)  # the other migrator's rows are unfinished: it waits
+        other.advance(first.id, VERIFIED)
+        other.advance(second.id, FAILED, error="gone")
+        assert waiting.wait(10.0)  # both finished: nothing left to wait for
+    finally:
+        other.release()
+        thread.join(10.0)
+    assert not thread.is_alive()
+    assert dispatched == []
+    other.close()
+    ours.close()
+
+
+def test_setting_stop_ends_a_waiting_dispatcher(parts: tuple[SQLiteFileTable, LocalStore]) -> None:
+    table, store = parts
+    seed_files(table, store, SOURCE, count=1, size=64)
+    other = SQLiteFileTable(table.path, owner="other", lease_seconds=3600)
+    other.claim(1)
+    ours = SQLiteFileTable(table.path, owner="ours")
+    stop = threading.Event()
+    ended = threading.Event()
+    thread = threading.Thread(
+        target=lambda: (list(claim_files(ours, stop=stop)), ended.set()), name="test-dispatcher"
+    )
+    thread.start()
+    assert not ended.wait(0.2)
+    stop.set()
+    assert ended.wait(10.0)
+    thread.join(10.0)
+    assert not thread.is_alive()
+    other.close()
+    ours.close()
+
+
 def test_the_verifier_counts_every_file_with_several_workers(
     parts: tuple[SQLiteFileTable, LocalStore],
 ) -> None:

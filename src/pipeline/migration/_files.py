@@ -264,6 +264,20 @@ class FileTable(ABC):
         rows = self._execute(sql, (self.owner, limit, self.owner, self.lease_seconds))
         return sorted((_record(row) for row in rows), key=lambda r: r.id)
 
+    def held_by_others(self) -> tuple[int, float]:
+        """Unfinished rows other migrators hold, and the seconds until the first lease ends.
+
+        ``(0, 0.0)`` when there are none. A lease already run out counts as
+        0 seconds: :meth:`claim` takes that row now. The seconds are the
+        database's, as the leases are.
+        """
+        sql = self._sql(
+            f"SELECT COUNT(*), MIN(lease_until) - {{now}} FROM files WHERE {_UNFINISHED_SQL}"
+            " AND owner IS NOT NULL AND owner <> ?"
+        )
+        ((count, first_ends),) = self._execute(sql, (self.owner,))
+        return int(count), max(0.0, float(first_ends or 0.0))
+
     def renew(self, file_id: int) -> None:
         """Extend this migrator's lease on a row; :class:`LeaseLost` if it is not ours."""
         sql = self._sql("UPDATE files SET lease_until = {now} + ? WHERE id = ? AND owner = ?")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -212,16 +213,18 @@ class Migration:
         expected = len(self.unfinished())
         pipeline, verifier = self.pipeline(expected)
         self.verifier = verifier  # its report, also when the run raised
+        stop_claiming = threading.Event()
         try:
             with pipeline:
                 run = pipeline.run(
-                    claim_files(self.table),
+                    claim_files(self.table, stop=stop_claiming),
                     observers=[verifier.failures, *observers],
                     trace=trace,
                     progress=progress,
                     timeout=timeout,
                 )
         finally:
+            stop_claiming.set()  # a dispatcher still running claims nothing after the release
             self.table.release()
         return MigrationResult(run.report, verifier.report(), self.table.counts())
 

@@ -129,22 +129,56 @@ class InMemoryAPI:
         pass
 
 
-def claim_files(table: FileTable, *, batch: int = CLAIM_BATCH) -> Iterator[FileRecord]:
+def claim_files(
+    table: FileTable,
+    *,
+    batch: int = CLAIM_BATCH,
+    wait: bool = True,
+    stop: threading.Event | None = None,
+) -> Iterator[FileRecord]:
     """The dispatcher: claim the table's unfinished rows, ``batch`` at a time, and yield them.
 
     Claims are made as the pipeline asks for more, so its bounded queues
-    bound how many rows one migrator holds that it has not started. The
-    generator uses its own connection, closed when it ends.
+    bound how many rows one migrator holds that it has not started. When
+    nothing is left to claim but other migrators still hold unfinished rows,
+    it waits (``wait=True``) until they finish them or their leases run
+    out, and then claims what a dead migrator left: the last migrator
+    standing finishes the table. The generator uses its own connection,
+    closed when it ends; setting ``stop`` ends it at its next claim or wait.
     """
     claims = table.for_worker()
+    stop = stop or threading.Event()
+    announced = 0
     try:
-        while rows := claims.claim(batch):
+        while not stop.is_set():
+            rows = claims.claim(batch)
             for record in rows:
                 logger.info("Dispatcher: dispatching file %s", record.name)
                 yield record
+            if rows:
+                continue
+            held, first_lease_ends = claims.held_by_others() if wait else (0, 0.0)
+            if not held:
+                return
+            if held != announced:
+                logger.info(
+                    "Dispatcher: waiting for %d files other migrators hold"
+                    " (they finish them, or the first lease ends in %.1f s)",
+                    held,
+                    first_lease_ends,
+                )
+                announced = held
+            stop.wait(min(max(first_lease_ends, _SHORTEST_WAIT), _LONGEST_WAIT))
     finally:
         if claims is not table:
             claims.close()
+
+
+# How long the dispatcher waits between looks at rows other migrators hold:
+# at least a moment (a lease just ended: another may be claiming it), at most
+# half a second (they may finish the rows long before their leases end).
+_SHORTEST_WAIT = 0.05
+_LONGEST_WAIT = 0.5
 
 
 def dest_key_now() -> str:
