@@ -213,6 +213,23 @@ def test_rows_under_another_live_lease_are_not_claimed(make_table: MakeTable) ->
     assert claim_state(a, 5)[0] == "b"
 
 
+def test_held_by_others_counts_others_unfinished_claims_and_their_first_lease_end(
+    make_table: MakeTable,
+) -> None:
+    a, b = make_table("a", lease_seconds=LONG_LEASE), make_table("b")
+    a.add(files(range(1, 5)))
+    assert b.held_by_others() == (0, 0.0)
+    assert ids_of(a.claim(3)) == [1, 2, 3]
+    count, first_ends = b.held_by_others()
+    assert count == 3
+    assert LONG_LEASE - 60 < first_ends <= LONG_LEASE
+    assert a.held_by_others() == (0, 0.0)  # its own claims are not others'
+    a.advance(1, VERIFIED)  # finished rows do not count, nor do their claims
+    assert b.held_by_others()[0] == 2
+    a.release()
+    assert b.held_by_others() == (0, 0.0)
+
+
 def test_own_rows_are_not_claimed_again_even_with_the_lease_run_out(
     make_table: MakeTable,
 ) -> None:

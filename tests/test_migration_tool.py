@@ -238,7 +238,9 @@ def test_two_migrators_share_one_postgresql_table_and_each_file_is_migrated_once
     store = LocalStore(tmp_path / "buckets")
     seed_files(table, store, "source-bucket-proj", count=60, size=1024, seed=9)
     store.create_bucket(DEST)
-    with MetadataServer(tmp_path / "shared-api.db", latency=0.005).start() as server:
+    # 60 PUTs of 50 ms over 2 workers: 1.5 s for one migrator alone, long
+    # enough that the second, started at once, finds files to claim.
+    with MetadataServer(tmp_path / "shared-api.db", latency=0.05).start() as server:
         argv = [sys.executable, str(ROOT / "run_data_example.py"), "--root", str(tmp_path)]
         argv += ["--db", pg_table_url, "--api-url", server.url, "--api-token", server.token]
         argv += ["--quiet", "--json"]
@@ -250,6 +252,7 @@ def test_two_migrators_share_one_postgresql_table_and_each_file_is_migrated_once
         assert [child.returncode for child in children] == [0, 0], outputs
         verified = [json.loads(out)["verification"]["success"] for out, _ in outputs]
         assert sum(verified) == 60  # counted by each migrator's own verifier
+        assert min(verified) > 0, verified  # both did work: the table was shared
         records = {}
         with MetadataClient(server.url, server.token) as client:
             for row in table.records():
@@ -259,3 +262,72 @@ def test_two_migrators_share_one_postgresql_table_and_each_file_is_migrated_once
     assert [r.status for r in final] == ["VERIFIED"] * 60
     assert destination_objects(tmp_path) == sorted(r.dest_key or "" for r in final)
     assert records == {r.id: r.dest_key for r in final}
+
+
+def test_three_migrators_on_one_postgresql_table_one_killed_midway_each_file_once(
+    tmp_path: Path, pg_table_url: str
+) -> None:
+    from pipeline.migration import LocalStore, open_file_table, seed_files
+    from pipeline.migration._api import MetadataClient, MetadataServer
+
+    files = 90
+    table = open_file_table(pg_table_url)
+    store = LocalStore(tmp_path / "buckets")
+    seed_files(table, store, "source-bucket-proj", count=files, size=1024, seed=11)
+    store.create_bucket(DEST)
+    with MetadataServer(tmp_path / "shared-api.db", latency=0.05).start() as server:
+        argv = [sys.executable, str(ROOT / "run_data_example.py"), "--root", str(tmp_path)]
+        argv += ["--db", pg_table_url, "--api-url", server.url, "--api-token", server.token]
+        argv += ["--lease", "2"]  # a dead migrator's files are taken over 2 s after its death
+        victim = subprocess.Popen(
+            [*argv, "--api-workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        survivors = [
+            subprocess.Popen(
+                [*argv, "--quiet", "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        try:
+            assert victim.stderr is not None
+            registered = 0
+            for line in victim.stderr:  # midway: after its 8th registration
+                registered += "uploaded !" in line
+                if registered == 8:
+                    break
+            victim.kill()
+            victim.wait(30)
+            victim.stderr.close()
+            assert victim.returncode == -signal.SIGKILL
+            dead = f"%-{victim.pid}-%"
+            import psycopg
+
+            with psycopg.connect(pg_table_url, autocommit=True) as look:
+                query = (
+                    "SELECT COUNT(*) FROM files WHERE owner LIKE %s"
+                    " AND status NOT IN ('VERIFIED', 'FAILED')"
+                )
+                (held,) = look.execute(query, (dead,)).fetchone() or (0,)
+            assert held > 0  # it died holding files: the survivors must take them over
+            outputs = [child.communicate(timeout=120) for child in survivors]
+        finally:
+            for child in (victim, *survivors):
+                if child.poll() is None:
+                    child.kill()
+                    child.wait(30)
+        assert [child.returncode for child in survivors] == [0, 0], outputs
+        verified = [json.loads(out)["verification"]["success"] for out, _ in outputs]
+        assert min(verified) > 0, verified  # both survivors did work
+        with MetadataClient(server.url, server.token) as client:
+            records = {
+                row.id: (client.get(row.id) or {}).get("dest_key") for row in table.records()
+            }
+    final = table.records()
+    table.close()
+    assert [r.status for r in final] == ["VERIFIED"] * files  # the dead one's files too
+    assert destination_objects(tmp_path) == sorted(r.dest_key or "" for r in final)  # once each
+    assert records == {r.id: r.dest_key for r in final}  # registered once, under its key
