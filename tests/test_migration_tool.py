@@ -331,3 +331,29 @@ def test_three_migrators_on_one_postgresql_table_one_killed_midway_each_file_onc
     assert [r.status for r in final] == ["VERIFIED"] * files  # the dead one's files too
     assert destination_objects(tmp_path) == sorted(r.dest_key or "" for r in final)  # once each
     assert records == {r.id: r.dest_key for r in final}  # registered once, under its key
+
+
+def test_two_migrators_started_at_once_on_a_new_postgresql_database_seed_it_once(
+    tmp_path: Path, pg_table_url: str
+) -> None:
+    # The README's way to run two: both create the table and seed it, at once.
+    from pipeline.migration import open_file_table
+    from pipeline.migration._api import MetadataServer
+
+    with MetadataServer(tmp_path / "shared-api.db", latency=0.02).start() as server:
+        argv = [sys.executable, str(ROOT / "run_data_example.py"), "--root", str(tmp_path)]
+        argv += ["--db", pg_table_url, "--api-url", server.url, "--api-token", server.token]
+        argv += ["--files", "30", "--quiet", "--json"]
+        children = [
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        outputs = [child.communicate(timeout=120) for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    verified = [json.loads(out)["verification"]["success"] for out, _ in outputs]
+    assert sum(verified) == 30
+    with closing(open_file_table(pg_table_url)) as table:
+        final = table.records()
+    assert [r.id for r in final] == list(range(100, 130))  # seeded once
+    assert [r.status for r in final] == ["VERIFIED"] * 30
+    assert destination_objects(tmp_path) == sorted(r.dest_key or "" for r in final)

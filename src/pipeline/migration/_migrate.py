@@ -179,9 +179,18 @@ class Migration:
         copy = S3Uploader(
             self.store, self.table, dest_bucket=self.dest_bucket, dest_store=self.dest_store
         )
+        # Short queues: a migrator holds claims only on the files it has in
+        # hand or about to be, so the others sharing the table get the rest.
         pipeline = (
             Pipeline[FileRecord]()
-            .add(copy, workers=self.s3_workers, name="S3-Worker", ordered=False, on_error="skip")
+            .add(
+                copy,
+                workers=self.s3_workers,
+                name="S3-Worker",
+                ordered=False,
+                on_error="skip",
+                maxsize=2 * self.s3_workers,
+            )
             .add(
                 APIUploader(self.api, self.table),
                 workers=self.api_workers,
@@ -189,8 +198,9 @@ class Migration:
                 ordered=False,
                 on_error="skip",
                 retry=self.api_retry,
+                maxsize=2 * self.api_workers,
             )
-            .add(verifier, name="Verifier", on_error="skip")
+            .add(verifier, name="Verifier", on_error="skip", maxsize=8)
         )
         return pipeline, verifier
 

@@ -122,6 +122,18 @@ class PostgresFileTable(FileTable):
             connect_timeout=self.connect_timeout,
         )
 
+    def create(self) -> None:
+        """Create the table and its indexes, if they are not there; safe from many at once.
+
+        ``CREATE TABLE IF NOT EXISTS`` is not: two sessions creating one
+        table at the same moment can both pass the check, and one fails on
+        the catalog's unique index. A transaction-scoped advisory lock makes
+        the migrators starting together create it one after another.
+        """
+        with self._connection.transaction():
+            self._connection.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+            super().create()
+
     def _lock_claimed(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 
@@ -145,6 +157,10 @@ class PostgresFileTable(FileTable):
     def close(self) -> None:
         """Close the connection (again: nothing happens); the object is not used afterwards."""
         self._connection.close()
+
+
+# The advisory lock key of create(): any constant will do, one for this table.
+_CREATE_LOCK = 0x7069_7065_6669_6C65  # "pipefile"
 
 
 def _one_line(exc: BaseException) -> str:

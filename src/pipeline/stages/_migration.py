@@ -83,7 +83,7 @@ __all__ = [
 
 logger = logging.getLogger("pipeline.migration")
 
-CLAIM_BATCH = 16
+CLAIM_BATCH = 8
 """Rows the dispatcher claims at a time: few, so that migrators sharing a table share the work."""
 
 
