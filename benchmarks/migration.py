@@ -88,7 +88,7 @@ class _CopyRounds:
     """Each round of each variant copies the source into a bucket of its own."""
 
     def __init__(self, store: Any, workdir: Path, template: Path, files: int) -> None:
-        import boto3  # there when S3Store is
+        import boto3  # type: ignore[import-untyped]  # (there when S3Store is)
 
         self.store = store
         self.lister = boto3.client(

@@ -294,9 +294,12 @@ def test_setting_stop_ends_a_waiting_dispatcher(parts: tuple[SQLiteFileTable, Lo
     ours = SQLiteFileTable(table.path, owner="ours")
     stop = threading.Event()
     ended = threading.Event()
-    thread = threading.Thread(
-        target=lambda: (list(claim_files(ours, stop=stop)), ended.set()), name="test-dispatcher"
-    )
+
+    def dispatch() -> None:
+        list(claim_files(ours, stop=stop))
+        ended.set()
+
+    thread = threading.Thread(target=dispatch, name="test-dispatcher")
     thread.start()
     assert not ended.wait(0.2)
     stop.set()
