@@ -12,6 +12,7 @@ import sys
 import uuid
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -357,3 +358,32 @@ def test_two_migrators_started_at_once_on_a_new_postgresql_database_seed_it_once
     assert [r.id for r in final] == list(range(100, 130))  # seeded once
     assert [r.status for r in final] == ["VERIFIED"] * 30
     assert destination_objects(tmp_path) == sorted(r.dest_key or "" for r in final)
+
+
+def test_a_store_failing_while_seeding_is_a_setup_error_and_a_rerun_seeds_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.migration import LocalStore
+
+    class StoreError(Exception):  # as botocore's ClientError: not an OSError
+        pass
+
+    real_put = LocalStore.put
+    puts: list[str] = []
+
+    def failing_put(self: LocalStore, bucket: str, key: str, data: bytes) -> Any:
+        puts.append(key)
+        if len(puts) == 3:
+            raise StoreError("An error occurred (AccessDenied) when calling PutObject")
+        return real_put(self, bucket, key, data)
+
+    monkeypatch.setattr(LocalStore, "put", failing_put)
+    argv = ["--root", str(tmp_path), "--files", "5", "--quiet", "--api-latency", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot seed bucket 'source-bucket-proj' in the folder" in err
+    assert "AccessDenied" in err
+    assert rows(tmp_path) == []  # no row for a half-seeded bucket
+    monkeypatch.setattr(LocalStore, "put", real_put)
+    assert main(argv) == 0
+    assert [status for _, status, _ in rows(tmp_path)] == ["VERIFIED"] * 5

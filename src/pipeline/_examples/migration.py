@@ -40,6 +40,7 @@ from .._pipeline import MAX_WORKERS
 from .._report import PipelineReport
 from ..migration import (
     FAILED,
+    FileTable,
     LocalStore,
     Migration,
     MigrationConfigError,
@@ -223,15 +224,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
             if seeding and args.dry_run:
                 print(f"would seed {args.files} files in bucket {args.source_bucket}")
             elif seeding:
-                seed_files(
-                    table,
-                    store,
-                    args.source_bucket,
-                    count=args.files,
-                    size=args.file_size,
-                    seed=args.seed,
-                )
-                store.create_bucket(args.dest_bucket)
+                _seed(args, table, store)
                 logger.info("Seeded %d files in bucket %s", args.files, args.source_bucket)
             if args.retry_failed and not args.dry_run:
                 logger.info("%d FAILED files made READY again", table.reset_failed())
@@ -293,6 +286,21 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
 
         code = run_reporting(migrate, show)
         return 1 if code == 0 and failed else code
+
+
+def _seed(args: argparse.Namespace, table: FileTable, store: ObjectStore) -> None:
+    """Put ``--files`` random files in the source bucket and their rows in the table."""
+    try:
+        seed_files(
+            table, store, args.source_bucket, count=args.files, size=args.file_size, seed=args.seed
+        )
+        store.create_bucket(args.dest_bucket)
+    except MigrationConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a store's own error: botocore's, an OSError)
+        # The table has no rows yet (seed_files adds them last): a rerun seeds again.
+        message = f"cannot seed bucket {args.source_bucket!r} in the {store.describe()}: {exc}"
+        raise MigrationConfigError(message) from None
 
 
 def _table_line(counts: dict[str, int]) -> str:
