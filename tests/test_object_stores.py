@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 MiB = 1 << 20
 UNSAFE_KEYS = ["../x", "a/../../x", "/abs", "a//b", "a\\b", "a\x00b", ".", "a/./b", "", "x" * 1025]
+# Over S3's 1024 bytes of UTF-8 in 513 characters; a lone surrogate is no UTF-8 at all.
+UNSAFE_KEYS += ["é" * 513, "a\udc80b"]
 BAD_BUCKETS = ["", "ab", "UPPER", "a..b", "-abc", "abc-", "a/b", "x" * 64, "a_b"]
 
 

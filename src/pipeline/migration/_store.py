@@ -59,7 +59,8 @@ class ObjectInfo:
 def check_key(key: object) -> str:
     """Return ``key`` if it names an object inside its bucket; raise :class:`UnsafeKey`.
 
-    Refused: an empty key, one over 1024 characters, an absolute path, a
+    Refused: an empty key, one over 1024 bytes of UTF-8 (S3's limit) or not
+    UTF-8 at all (a lone surrogate), an absolute path, a
     ``.`` or ``..`` component, an empty component (``a//b``), a backslash,
     a NUL or other control character.
 
@@ -72,8 +73,12 @@ def check_key(key: object) -> str:
     """
     if not isinstance(key, str) or not key:
         raise UnsafeKey(f"unsafe key {key!r}: a key is a non-empty string")
-    if len(key) > MAX_KEY:
-        raise UnsafeKey(f"unsafe key {key[:40]!r}...: longer than {MAX_KEY} characters")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnsafeKey(f"unsafe key {key[:40]!r}: not valid UTF-8 (a lone surrogate)") from None
+    if size > MAX_KEY:
+        raise UnsafeKey(f"unsafe key {key[:40]!r}...: longer than {MAX_KEY} bytes of UTF-8")
     if key.startswith("/"):
         raise UnsafeKey(f"unsafe key {key!r}: an absolute path")
     if "\\" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
