@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
+import pipeline.migration
 import pipeline.stages
 from tests.helpers import WAIT
 
@@ -165,9 +166,13 @@ def _public_names(module: types.ModuleType) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("module", [pipeline, pipeline.stages], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [pipeline, pipeline.stages, pipeline.migration], ids=lambda m: m.__name__
+)
 def test_all_lists_exactly_the_public_names_sorted(module: types.ModuleType) -> None:
     exported = list(module.__all__)
+    for name in exported:  # the names a module imports on first use, imported now
+        getattr(module, name)
     # Sorted as ruff's RUF022 sorts: the constants first, then the rest.
     assert exported == sorted(exported, key=lambda name: (not name.isupper(), name))
     assert len(set(exported)) == len(exported)
@@ -216,3 +221,23 @@ def test_exceptions_form_the_documented_tree() -> None:
 
 def test_the_package_ships_py_typed() -> None:
     assert (Path(pipeline.__file__).parent / "py.typed").exists()
+
+
+@pytest.mark.parametrize(
+    ("imported", "not_imported"),
+    [
+        ("pipeline, pipeline.stages", "pipeline.migration, pipeline.stages._migration, sqlite3"),
+        ("pipeline.migration", "pipeline.migration._api, http.server, boto3, psycopg"),
+    ],
+)
+def test_what_is_imported_on_first_use_is_not_imported_before(
+    imported: str, not_imported: str
+) -> None:
+    # A pipeline of other stages never pays for the migration, nor a migration
+    # on SQLite and folders for the API server, boto3 or psycopg.
+    names = [name.strip() for name in not_imported.split(",")]
+    code = f"import sys, {imported}; print([m for m in {names!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

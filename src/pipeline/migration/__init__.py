@@ -18,7 +18,7 @@ are imported when first used (``S3Store`` needs boto3, ``PostgresFileTable``
 psycopg), so importing the package stays cheap.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from ._errors import ApiError as ApiError
 from ._errors import ApiUnavailable as ApiUnavailable
@@ -48,7 +48,7 @@ from ._store import ObjectInfo as ObjectInfo
 from ._store import ObjectStore as ObjectStore
 from ._store import check_key as check_key
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from ._api import MetadataClient as MetadataClient
     from ._api import MetadataServer as MetadataServer
     from ._postgres import PostgresFileTable as PostgresFileTable
@@ -62,7 +62,7 @@ _ON_DEMAND = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     """Import the names of :data:`_ON_DEMAND` when first asked for."""
     if name not in _ON_DEMAND:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

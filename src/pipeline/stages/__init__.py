@@ -19,21 +19,53 @@
 [12, 14]
 """
 
+import typing
+
 from ._arithmetic import AddStage as AddStage
 from ._arithmetic import MultiplyStage as MultiplyStage
 from ._functions import EachStage as EachStage
 from ._functions import FilterStage as FilterStage
 from ._functions import FlatMapStage as FlatMapStage
 from ._functions import MapStage as MapStage
-from ._migration import APIUploader as APIUploader
-from ._migration import Failure as Failure
-from ._migration import FileRecord as FileRecord
-from ._migration import InMemoryAPI as InMemoryAPI
-from ._migration import MetadataAPI as MetadataAPI
-from ._migration import S3Uploader as S3Uploader
-from ._migration import VerificationReport as VerificationReport
-from ._migration import Verifier as Verifier
-from ._migration import claim_files as claim_files
+
+if typing.TYPE_CHECKING:
+    from ._migration import APIUploader as APIUploader
+    from ._migration import Failure as Failure
+    from ._migration import FileRecord as FileRecord
+    from ._migration import InMemoryAPI as InMemoryAPI
+    from ._migration import MetadataAPI as MetadataAPI
+    from ._migration import S3Uploader as S3Uploader
+    from ._migration import VerificationReport as VerificationReport
+    from ._migration import Verifier as Verifier
+    from ._migration import claim_files as claim_files
+
+# The migration's names are imported when first used: they bring the files
+# table, the stores and sqlite3, which a pipeline of other stages never needs.
+_MIGRATION = frozenset(
+    {
+        "APIUploader",
+        "Failure",
+        "FileRecord",
+        "InMemoryAPI",
+        "MetadataAPI",
+        "S3Uploader",
+        "VerificationReport",
+        "Verifier",
+        "claim_files",
+    }
+)
+
+
+def __getattr__(name: str) -> typing.Any:
+    """Import the file migration's stages when first asked for."""
+    if name not in _MIGRATION:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import _migration  # noqa: PLC0415
+
+    value = getattr(_migration, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "APIUploader",
