@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import NoReturn
+
+import pytest
 
 # The longest any test may wait on a thread, an event or a queue. Every
 # blocking call in the tests uses it (or less), so a deadlock fails fast.
@@ -41,3 +45,14 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+REQUIRE_SERVERS = "PIPELINE_TEST_REQUIRE_SERVERS"
+"""Set (as ``.ci/run`` does), a real server a test needs and cannot start fails the test."""
+
+
+def skip_without_server(reason: str) -> NoReturn:
+    """Skip the test for want of a server it needs, or fail it where servers are required."""
+    if os.environ.get(REQUIRE_SERVERS):
+        pytest.fail(f"{reason} (${REQUIRE_SERVERS} is set: the server is required)", pytrace=False)
+    pytest.skip(reason)

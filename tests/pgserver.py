@@ -10,8 +10,9 @@ The fixtures (a pytest plugin, registered in ``conftest.py``):
 - ``pg_table_url`` (function): a fresh, empty database of its own for one
   test, dropped after it, so tests never see each other's rows.
 
-They skip, saying why, when PostgreSQL's programs or psycopg are missing
-(CI installs both); a server that is installed but does not start fails the
+They skip, saying why, when PostgreSQL's programs or psycopg are missing,
+and fail instead with ``$PIPELINE_TEST_REQUIRE_SERVERS`` set (``.ci/run``
+sets it, and installs both); a server that is installed but does not start fails the
 tests instead, with its log. PostgreSQL refuses to run as root: as root the
 server runs as the ``postgres`` user, in a directory that user owns;
 otherwise as the current user.
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, skip_without_server
 
 __all__ = [
     "PASSWORD",
@@ -184,10 +185,10 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         import psycopg  # noqa: F401 (only whether it imports, with its libpq)
     except ImportError as exc:
-        pytest.skip(f"psycopg cannot be imported ({exc}): pip install -e '.[postgres]'")
+        skip_without_server(f"psycopg cannot be imported ({exc}): pip install -e '.[postgres]'")
     bin_dir = find_postgres_bin()
     if bin_dir is None:
-        pytest.skip(
+        skip_without_server(
             "PostgreSQL is not installed: no initdb/pg_ctl/postgres in PATH or"
             " /usr/lib/postgresql/*/bin (Debian: apt-get install postgresql)"
         )
@@ -195,7 +196,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         try:
             pwd.getpwnam(SUPERUSER)
         except KeyError:
-            pytest.skip(f"running as root, and there is no {SUPERUSER!r} user to run PostgreSQL")
+            skip_without_server(
+                f"running as root, and there is no {SUPERUSER!r} user to run PostgreSQL"
+            )
     server = PostgresServer(bin_dir)
     try:
         server.start()

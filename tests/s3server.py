@@ -20,7 +20,8 @@ it. :func:`find_moto_server` says which program is started, first found:
 3. the command in ``$PIPELINE_TEST_MOTO_SERVER`` (split like a shell);
 4. the repository's own ``.venv/bin/moto_server``.
 
-With none of them the fixtures skip, saying so. The server's output goes
+With none of them the fixtures skip, saying so (or fail, with
+``$PIPELINE_TEST_REQUIRE_SERVERS`` set, as in ``.ci/run``). The server's output goes
 to a file (a pipe nobody read would fill and stall it), shown when it
 fails to start.
 """
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, skip_without_server
 
 __all__ = [
     "ACCESS_KEY",
@@ -184,7 +185,7 @@ class MotoServer:
 def _serve(env: Mapping[str, str] | None = None) -> Iterator[str]:
     command = find_moto_server()
     if command is None:
-        pytest.skip(
+        skip_without_server(
             "no moto S3 server: moto[server] is not installed in this Python, there is no"
             f" moto_server beside it, ${ENV_COMMAND} is not set and {REPO_ROOT}/.venv/bin/"
             "moto_server does not exist (pip install 'moto[server]')"

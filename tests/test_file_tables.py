@@ -807,3 +807,16 @@ def test_an_sqlite_path_that_cannot_be_opened_names_db(tmp_path: Path) -> None:
     with pytest.raises(MigrationConfigError, match="check --db") as caught:
         SQLiteFileTable(tmp_path / "missing" / "files.db")
     assert caught.value.__cause__ is None
+
+
+def test_a_missing_server_skips_the_test_or_fails_it_where_servers_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.helpers import REQUIRE_SERVERS, skip_without_server
+
+    monkeypatch.delenv(REQUIRE_SERVERS, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no server here"):
+        skip_without_server("no server here")
+    monkeypatch.setenv(REQUIRE_SERVERS, "1")
+    with pytest.raises(pytest.fail.Exception, match="no server here.*required"):
+        skip_without_server("no server here")
