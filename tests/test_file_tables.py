@@ -818,5 +818,5 @@ def test_a_missing_server_skips_the_test_or_fails_it_where_servers_are_required(
     with pytest.raises(pytest.skip.Exception, match="no server here"):
         skip_without_server("no server here")
     monkeypatch.setenv(REQUIRE_SERVERS, "1")
-    with pytest.raises(pytest.fail.Exception, match="no server here.*required"):
+    with pytest.raises(pytest.fail.Exception, match=r"no server here.*required"):
         skip_without_server("no server here")
