@@ -820,3 +820,64 @@ def test_a_missing_server_skips_the_test_or_fails_it_where_servers_are_required(
     monkeypatch.setenv(REQUIRE_SERVERS, "1")
     with pytest.raises(pytest.fail.Exception, match=r"no server here.*required"):
         skip_without_server("no server here")
+
+
+def _drop_other_connections(url: str) -> int:
+    """Have the server end every other session on the test's database; return how many."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        query = (
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (ended,) = admin.execute(query).fetchone() or (0,)
+    return int(ended)
+
+
+def test_a_postgresql_table_reconnects_when_the_server_drops_its_connection(
+    pg_table_url: str,
+) -> None:
+    table = PostgresFileTable(pg_table_url, owner="a")
+    table.create()
+    table.add(files(range(1, 4)))
+    assert _drop_other_connections(pg_table_url) == 1
+    assert ids_of(table.claim(2)) == [1, 2]  # on a new connection: the old one is gone
+    table.advance(1, S3_COPIED)
+    assert _drop_other_connections(pg_table_url) == 1
+    assert table.counts()[S3_COPIED] == 1
+    table.close()
+
+
+def test_a_migration_on_postgresql_survives_the_server_dropping_every_connection_midway(
+    tmp_path: Path, pg_table_url: str
+) -> None:
+    from pipeline.migration import LocalStore, Migration, seed_files
+    from pipeline.stages import InMemoryAPI
+
+    files_count = 40
+    dropped: list[int] = []
+
+    class DroppingAPI(InMemoryAPI):
+        """An API whose 15th PUT first has the server drop the migration's connections."""
+
+        def put(self, file_id: int, record: Any) -> dict[str, Any]:
+            with self.lock:
+                self.puts = getattr(self, "puts", 0) + 1
+                drop = self.puts == 15
+            if drop:
+                dropped.append(_drop_other_connections(pg_table_url))
+            return super().put(file_id, record)
+
+    table = PostgresFileTable(pg_table_url)
+    store = LocalStore(tmp_path / "buckets")
+    seed_files(table, store, "source-bucket-proj", count=files_count, size=512, seed=3)
+    store.create_bucket("dest-bucket-proj")
+    api = DroppingAPI()
+    result = Migration(table, store, api).run(timeout=120)
+    assert dropped and dropped[0] >= 4  # the dispatcher's, the workers' and the verifier's
+    assert result.verification.success == files_count, result.verification.summary()
+    final = table.records()
+    table.close()
+    assert [r.status for r in final] == [VERIFIED] * files_count
+    assert sorted(api.records) == [r.id for r in final]

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from .._validate import check_seconds
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = ["PostgresFileTable"]
+
+_T = TypeVar("_T")
 
 # libpq's (and psycopg's) connect timeout is whole seconds, at least 2.
 _MIN_CONNECT_SECONDS = 2
@@ -94,20 +96,47 @@ class PostgresFileTable(FileTable):
         except psycopg.Error as exc:
             message = f"--db is not a PostgreSQL URL: {_redact(_one_line(exc), url)}"
             raise MigrationConfigError(message) from None
+        self._connection = self._connect()
+        info = self._connection.info
+        self._where = f"{info.host}:{info.port}/{info.dbname}"
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        import psycopg  # noqa: PLC0415 (imported by __init__ already)
+
         try:
-            self._connection: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
-                url,
+            return psycopg.connect(
+                self.url,
                 autocommit=True,
-                connect_timeout=max(_MIN_CONNECT_SECONDS, math.ceil(timeout)),
+                connect_timeout=max(_MIN_CONNECT_SECONDS, math.ceil(self.connect_timeout)),
             )
         except psycopg.Error as exc:
             # from None: the message is the whole story; psycopg's traceback
             # (and libpq's, which may quote the URL) would only bury it.
-            reason = _redact(_one_line(exc), url)
+            reason = _redact(_one_line(exc), self.url)
             message = f"cannot connect to PostgreSQL {self._where}: {reason} (check --db)"
             raise MigrationConfigError(message) from None
-        info = self._connection.info
-        self._where = f"{info.host}:{info.port}/{info.dbname}"
+
+    def _again(self, work: Callable[[psycopg.Connection[tuple[Any, ...]]], _T]) -> _T:
+        """Run ``work`` on the connection, on a new one if the server had dropped it.
+
+        A server restarted, a failover, an idle connection cut by a proxy:
+        the statement fails at once on the dead connection, and is sent
+        once more on a fresh one. Every statement of the table can be: a
+        renewal, a key kept by ``COALESCE``, a step fenced by owner. What a
+        resend cannot see is an answer lost with the connection: a claim
+        that committed then looks empty (its rows stay this migrator's
+        until its run gives them back), a final step then looks lost.
+        """
+        import psycopg  # noqa: PLC0415
+
+        try:
+            return work(self._connection)
+        except psycopg.OperationalError:
+            if not self._connection.broken:
+                raise  # the statement failed, not the connection
+        self._connection.close()
+        self._connection = self._connect()
+        return work(self._connection)
 
     def describe(self) -> str:
         """``"PostgreSQL host:port/dbname"``: where the table is, without the password."""
@@ -127,12 +156,14 @@ class PostgresFileTable(FileTable):
 
         ``CREATE TABLE IF NOT EXISTS`` is not: two sessions creating one
         table at the same moment can both pass the check, and one fails on
-        the catalog's unique index. A transaction-scoped advisory lock makes
+        the catalog's unique index. An advisory lock (this session's) makes
         the migrators starting together create it one after another.
         """
-        with self._connection.transaction():
-            self._connection.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+        self._execute("SELECT pg_advisory_lock(%s)", (_CREATE_LOCK,))
+        try:
             super().create()
+        finally:
+            self._execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK,))
 
     def _lock_claimed(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
@@ -144,15 +175,23 @@ class PostgresFileTable(FileTable):
         return super()._sql(sql.replace("%", "%%"))
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self._connection.execute(sql, tuple(params))
-        return cursor.fetchall() if cursor.description is not None else []
+        def execute(connection: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            cursor = connection.execute(sql, tuple(params))
+            return cursor.fetchall() if cursor.description is not None else []
+
+        return self._again(execute)
 
     def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._connection.transaction(), self._connection.cursor() as cursor:
-            cursor.executemany(sql, rows)
+        rows = list(rows)  # sent again whole if the connection drops: one transaction
+
+        def execute_many(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+            with connection.transaction(), connection.cursor() as cursor:
+                cursor.executemany(sql, rows)
+
+        self._again(execute_many)
 
     def _rowcount(self, sql: str, params: Sequence[Any]) -> int:
-        return self._connection.execute(sql, tuple(params)).rowcount
+        return self._again(lambda connection: connection.execute(sql, tuple(params)).rowcount)
 
     def close(self) -> None:
         """Close the connection (again: nothing happens); the object is not used afterwards."""
