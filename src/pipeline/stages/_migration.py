@@ -170,8 +170,7 @@ def claim_files(
                 announced = held
             stop.wait(min(max(first_lease_ends, _SHORTEST_WAIT), _LONGEST_WAIT))
     finally:
-        if claims is not table:
-            claims.close()
+        _close_own(claims, table)
 
 
 # How long the dispatcher waits between looks at rows other migrators hold:
@@ -187,6 +186,16 @@ def dest_key_now() -> str:
     return f"{stamp}/{uuid.uuid4()}"
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def _close_own(own: _Closable | None, shared: _Closable | None) -> None:
+    """Close a worker's own client (its ``for_worker()``), never the one the stage was given."""
+    if own is not None and own is not shared:
+        own.close()
+
+
 class _TableStage(PipelineStage[FileRecord]):
     """A migration stage: a per-worker table connection, and handing over a lost file."""
 
@@ -199,8 +208,7 @@ class _TableStage(PipelineStage[FileRecord]):
         self._table = self.table.for_worker()
 
     def on_stop(self) -> None:
-        if self._table is not self.table:
-            self._table.close()
+        _close_own(self._table, self.table)
         self._table = self.table
 
     def _handed_over(self, record: FileRecord, error: LeaseLost) -> Iterator[FileRecord]:
@@ -249,9 +257,8 @@ class S3Uploader(_TableStage):
         self._dest = None if self.dest_store is None else self.dest_store.for_worker()
 
     def on_stop(self) -> None:
-        for store, shared in ((self._source, self.store), (self._dest, self.dest_store)):
-            if store is not None and store is not shared:
-                store.close()
+        _close_own(self._source, self.store)
+        _close_own(self._dest, self.dest_store)
         self._source, self._dest = self.store, self.dest_store
         super().on_stop()
 
@@ -321,8 +328,7 @@ class _APIStage(_TableStage):
         self._api = self.api.for_worker()
 
     def on_stop(self) -> None:
-        if self._api is not self.api:
-            self._api.close()
+        _close_own(self._api, self.api)
         self._api = self.api
         super().on_stop()
 
@@ -498,8 +504,7 @@ class Verifier(_APIStage):
         self._store = self.store.for_worker()
 
     def on_stop(self) -> None:
-        if self._store is not self.store:
-            self._store.close()
+        _close_own(self._store, self.store)
         self._store = self.store
         super().on_stop()
 
