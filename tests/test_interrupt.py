@@ -650,15 +650,27 @@ def test_ctrl_c_in_an_example_exits_130_with_a_message_and_the_partial_report(
     argv = [sys.executable, launcher]
     if launcher == "run_data_example.py":
         argv += ["--files", "60", "--root", str(tmp_path)]
+        ready = "Dispatcher: dispatching"  # the run is going (setup: the next test)
     else:
         argv += ["--images", "100", "--sample-size", "256", "--output", str(tmp_path)]
-    code, _, out, err = interrupt(argv, ready="[INFO]", after=0.3)
+        ready = "[INFO]"
+    code, _, out, err = interrupt(argv, ready=ready, after=0.3)
     assert code == 130, err[-2000:]
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if "interrupted" in line] == [
         "interrupted (Ctrl-C): the run was stopped; partial report below"
     ]
     assert "=== VERIFICATION REPORT ===" in out
+
+
+def test_ctrl_c_while_the_migration_tool_sets_up_exits_130_with_one_line(tmp_path: Path) -> None:
+    # Right after seeding: while the embedded API's process starts (a few tenths of a second).
+    argv = [sys.executable, "run_data_example.py", "--files", "5", "--root", str(tmp_path)]
+    code, _, out, err = interrupt(argv, ready="Seeded 5 files", group=True)
+    assert code == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "interrupted (Ctrl-C) before the migration started" in err.splitlines()
+    assert out == ""
 
 
 @pytest.mark.parametrize("mode", ["run", "stream"])

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -387,3 +388,46 @@ def test_a_store_failing_while_seeding_is_a_setup_error_and_a_rerun_seeds_again(
     monkeypatch.setattr(LocalStore, "put", real_put)
     assert main(argv) == 0
     assert [status for _, status, _ in rows(tmp_path)] == ["VERIFIED"] * 5
+
+
+def test_the_embedded_api_runs_in_its_own_process_and_ends_with_a_killed_tool(
+    tmp_path: Path,
+) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    argv = [sys.executable, str(ROOT / "run_data_example.py"), "--root", str(tmp_path)]
+    argv += ["--files", "40", "--api-latency", "0.2"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    ) as tool:
+        try:
+            assert tool.stderr is not None
+            url = ""
+            for line in tool.stderr:
+                if "Metadata API at " in line:
+                    url = line.split("Metadata API at ")[1].strip()
+                    break
+            parts = urlsplit(url)
+            assert parts.hostname == "127.0.0.1"
+            assert parts.port
+
+            def answers() -> bool:
+                connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+                try:
+                    connection.request("GET", "/health")
+                    return connection.getresponse().status == 200
+                except OSError:
+                    return False
+                finally:
+                    connection.close()
+
+            assert answers()  # serving, in a process that is not the tool's
+            tool.kill()
+        finally:
+            tool.wait(30)
+    assert tool.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10.0
+    while answers() and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a port: there is no event to wait on
+    assert not answers()  # the server saw its stdin close with the tool, and ended

@@ -105,6 +105,10 @@ def build_parser(prog: str = "python -m pipeline api-server") -> argparse.Argume
         help="the most requests a second; more wait their turn (default: no cap)",
     )
     parser.add_argument("--seed", type=whole_number(0), default=None, help="seed of --fail-rate")
+    # For a parent that runs the server as its child (the migration tool's
+    # embedded API): serve until stdin closes, which it does when the parent
+    # ends, even by kill -9, so no server outlives its migrator.
+    parser.add_argument("--until-stdin-closes", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -142,6 +146,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     try:
         shown = "" if token is not None else f" (token: {server.token})"
         print(f"metadata API at {server.url}{shown}", flush=True)  # noqa: T201 (its one line)
+        if args.until_stdin_closes:
+            sys.stdin.buffer.read()  # until EOF: the parent closed it, or ended
+            return EXIT_OK
         while True:  # until Ctrl-C: a sleep is what SIGINT interrupts on every OS
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -356,6 +357,14 @@ class SQLiteFileTable(FileTable):
     migrator (and several migrators on one machine) write it at once, SQLite
     serializing the writes. Claims are single statements, so two migrators
     never claim the same row.
+
+    The workers of one migrator (this object and its :meth:`for_worker`
+    copies) also take turns on a lock of theirs for each statement. SQLite
+    makes a writer that finds the database locked sleep and look again, for
+    1, 2, 5, 10 ms and longer: with a few threads writing small steps, those
+    naps, not the writes, were the cost (up to 35 ms for a 0.1 ms update).
+    A lock hands the turn over at once; other processes still meet SQLite's
+    own locking and the busy timeout.
     """
 
     now = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -367,10 +376,13 @@ class SQLiteFileTable(FileTable):
         owner: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         busy_timeout: float = 30.0,
+        _turns: threading.Lock | None = None,
     ) -> None:
         super().__init__(owner=owner, lease_seconds=lease_seconds)
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
+        # Shared with the for_worker() copies: one statement at a time among them.
+        self._turns = threading.Lock() if _turns is None else _turns
         try:
             self._connection = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -392,23 +404,27 @@ class SQLiteFileTable(FileTable):
             owner=self.owner,
             lease_seconds=self.lease_seconds,
             busy_timeout=self.busy_timeout,
+            _turns=self._turns,
         )
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._connection.execute(sql, params).fetchall()
+        with self._turns:
+            return self._connection.execute(sql, params).fetchall()
 
     def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.executemany(sql, rows)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        with self._turns:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(sql, rows)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
 
     def _rowcount(self, sql: str, params: Sequence[Any]) -> int:
-        return self._connection.execute(sql, params).rowcount
+        with self._turns:
+            return self._connection.execute(sql, params).rowcount
 
     def close(self) -> None:
         self._connection.close()
