@@ -413,7 +413,7 @@ def test_the_embedded_api_runs_in_its_own_process_and_ends_with_a_killed_tool(
             assert parts.port
 
             def answers() -> bool:
-                connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+                connection = http.client.HTTPConnection("127.0.0.1", parts.port, timeout=5)
                 try:
                     connection.request("GET", "/health")
                     return connection.getresponse().status == 200
