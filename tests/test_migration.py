@@ -38,9 +38,11 @@ class CountingStore(LocalStore):
 
     copies = 0
 
-    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> Any:
+    def copy(
+        self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, **options: Any
+    ) -> Any:
         type(self).copies += 1
-        return super().copy(src_bucket, src_key, dst_bucket, dst_key)
+        return super().copy(src_bucket, src_key, dst_bucket, dst_key, **options)
 
 
 class CountingAPI(InMemoryAPI):

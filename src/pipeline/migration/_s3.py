@@ -338,8 +338,22 @@ class S3Store(ObjectStore):
             return None
         return ObjectInfo(int(response["ContentLength"]), sha256)
 
-    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
+    def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        size: int | None = None,
+    ) -> ObjectInfo:
         """Copy an object on the server; return the destination's size and sha256.
+
+        With ``size`` given and below ``multipart_threshold``, the copy is a
+        single request: one ``CopyObject``, no ``HeadObject`` of the source
+        first. The size returned is then the one given, and the sha256 the
+        one S3 computed of the copy, so a caller that checks the sha256
+        against its record (the migration does) catches any other object.
 
         A ``HeadObject`` of the source first (its size picks the way, its
         ETag pins the version copied), then one ``CopyObject`` below
@@ -360,6 +374,10 @@ class S3Store(ObjectStore):
         check_key(src_key)
         check_bucket_name(dst_bucket)
         check_key(dst_key)
+        if size is not None and size < self.multipart_threshold:
+            known = self._copy_known_size(src_bucket, src_key, dst_bucket, dst_key, size)
+            if known is not None:
+                return known
         source = self._head(src_bucket, src_key)
         if source is None:
             raise ObjectMissing(f"no object {src_key!r} in bucket {src_bucket!r}")
@@ -393,6 +411,24 @@ class S3Store(ObjectStore):
         if info is None:  # deleted by someone else the moment it was written
             raise ObjectMissing(f"copy {dst_key!r} in bucket {dst_bucket!r} is gone")
         return info
+
+    def _copy_known_size(
+        self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, size: int
+    ) -> ObjectInfo | None:
+        """One ``CopyObject``; ``None`` if S3 did not say the copy's sha256 (look, then)."""
+        try:
+            response = self._client.copy_object(
+                Bucket=dst_bucket,
+                Key=dst_key,
+                CopySource={"Bucket": src_bucket, "Key": src_key},
+                ChecksumAlgorithm="SHA256",
+            )
+        except ClientError as error:
+            if _code(error) in _NO_SOURCE_CODES:
+                raise ObjectMissing(f"no object {src_key!r} in bucket {src_bucket!r}") from None
+            raise
+        sha256 = _whole_sha256(response.get("CopyObjectResult", {}))
+        return None if sha256 is None else ObjectInfo(size, sha256)
 
     def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:

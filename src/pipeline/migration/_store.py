@@ -134,11 +134,22 @@ class ObjectStore(ABC):
         """Return the object's size and sha256, or ``None`` if it is not there."""
 
     @abstractmethod
-    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
+    def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        size: int | None = None,
+    ) -> ObjectInfo:
         """Copy an object between buckets, atomically; :class:`ObjectMissing` without a source.
 
         Copying onto a key that already holds the same bytes changes nothing
-        a reader can see, so a rerun may copy again.
+        a reader can see, so a rerun may copy again. ``size``: the source's
+        size, when the caller knows it (the files table does), which spares
+        a store the look it would take first (S3: a ``HeadObject``). The
+        returned sha256 is always the copy's own.
         """
 
     def for_worker(self) -> ObjectStore:
@@ -203,7 +214,16 @@ class LocalStore(ObjectStore):
             return None
         return ObjectInfo(size, digest.hexdigest())
 
-    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> ObjectInfo:
+    def copy(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        size: int | None = None,
+    ) -> ObjectInfo:
+        # `size` is not needed: the bytes are read and counted here.
         source_path = self._path(src_bucket, src_key)
         target = self._path(dst_bucket, dst_key)
         digest = hashlib.sha256()

@@ -283,7 +283,9 @@ class S3Uploader(_TableStage):
         item.dest_key = key
         logger.info("Uploader %s copy file %s S3 -> S3", worker, item.name)
         if self._dest is None:
-            info = self._source.copy(item.source_bucket, item.source_key, self.dest_bucket, key)
+            info = self._source.copy(
+                item.source_bucket, item.source_key, self.dest_bucket, key, size=item.size
+            )
         else:
             data = self._source.get(item.source_bucket, item.source_key)
             info = self._dest.put(self.dest_bucket, key, data)
