@@ -312,6 +312,37 @@ def test_setting_stop_ends_a_waiting_dispatcher(parts: tuple[SQLiteFileTable, Lo
     ours.close()
 
 
+def test_the_api_stage_renews_a_lease_only_past_half_its_length(
+    parts: tuple[SQLiteFileTable, LocalStore],
+) -> None:
+    from pipeline.stages import APIUploader
+
+    class CountingTable(SQLiteFileTable):
+        renewals: list[int] = []  # noqa: RUF012 (one list for the class and its workers' copies)
+
+        def for_worker(self) -> CountingTable:
+            return CountingTable(self.path, owner=self.owner, lease_seconds=self.lease_seconds)
+
+        def renew(self, file_id: int) -> None:
+            type(self).renewals.append(file_id)
+            super().renew(file_id)
+
+    table, store = parts
+    seed_files(table, store, SOURCE, count=2, size=64)
+    ours = CountingTable(table.path, owner="ours", lease_seconds=60)
+    fresh, stale = ours.claim(2)  # leased now
+    for record in (fresh, stale):
+        ours.advance(record.id, S3_COPIED)
+        record.status, record.dest_bucket, record.dest_key = S3_COPIED, DEST, f"k{record.id}"
+    stale.leased_at -= 31  # as if set 31 s ago: past half of 60 s
+    api = CountingAPI()
+    run = Pipeline[FileRecord]().add(APIUploader(api, ours)).run([fresh, stale])
+    assert [r.status for r in run.outputs] == [API_UPLOADED, API_UPLOADED]
+    assert CountingTable.renewals == [stale.id]  # the fresh lease needed no statement
+    assert sorted(api.tries) == [fresh.id, stale.id]
+    ours.close()
+
+
 def test_the_verifier_counts_every_file_with_several_workers(
     parts: tuple[SQLiteFileTable, LocalStore],
 ) -> None:

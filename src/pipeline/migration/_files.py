@@ -37,6 +37,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -89,6 +90,9 @@ class FileRecord:
         last_error: why it failed, for a ``FAILED`` row.
         dest_bucket: the destination bucket, set by the copy stage.
         history: the stages that handled it in this run, in order.
+        leased_at: when (``time.monotonic()``, this process) this migrator
+            last set the row's lease, from before the statement: the lease
+            lasts at least ``lease_seconds`` from then. 0.0: not known.
     """
 
     id: int
@@ -103,6 +107,7 @@ class FileRecord:
     last_error: str | None = None
     dest_bucket: str | None = None
     history: list[str] = field(default_factory=list)
+    leased_at: float = field(default=0.0, compare=False, repr=False)
 
 
 _COLUMNS = (
@@ -262,8 +267,12 @@ class FileTable(ABC):
             f" WHERE id IN (SELECT id FROM claimable)"
             f" RETURNING {_COLUMNS}"
         )
+        leased_at = time.monotonic()
         rows = self._execute(sql, (self.owner, limit, self.owner, self.lease_seconds))
-        return sorted((_record(row) for row in rows), key=lambda r: r.id)
+        records = sorted((_record(row) for row in rows), key=lambda r: r.id)
+        for record in records:
+            record.leased_at = leased_at
+        return records
 
     def held_by_others(self) -> tuple[int, float]:
         """Unfinished rows other migrators hold, and the seconds until the first lease ends.

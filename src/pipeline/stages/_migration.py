@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -295,8 +296,9 @@ class S3Uploader(_TableStage):
                 f" the database says {item.checksum[:12]}... and {item.size}"
             )
             raise ChecksumMismatch(message)
-        self._table.advance(item.id, S3_COPIED)
-        item.status = S3_COPIED
+        leased_at = time.monotonic()
+        self._table.advance(item.id, S3_COPIED)  # which renews the lease too
+        item.status, item.leased_at = S3_COPIED, leased_at
         logger.info(
             "Uploader %s stored file [%s] in S3 bucket=[%s] and key=[%s]",
             worker,
@@ -354,7 +356,10 @@ class APIUploader(_APIStage):
         """Upload the metadata unless the row says it was; mark it ``API_UPLOADED``."""
         if item.status == S3_COPIED:
             try:
-                self._table.renew(item.id)  # still ours: else another migrator registers it
+                # Still ours? Else another migrator registers it too. A lease
+                # set less than half its length ago surely is: no statement.
+                if time.monotonic() - item.leased_at >= self._table.lease_seconds / 2:
+                    self._table.renew(item.id)
                 self._api.put(item.id, metadata_of(item))
                 self._table.advance(item.id, API_UPLOADED)
             except LeaseLost as lost:
