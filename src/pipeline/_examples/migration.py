@@ -4,7 +4,7 @@
 
 With no options it runs on embedded parts, so one command runs it anywhere:
 an SQLite ``files`` table, a folder per bucket, and the metadata API served
-in-process on a free port of 127.0.0.1, all under ``--root`` (created and
+by a child process on a free port of 127.0.0.1, all under ``--root`` (created and
 seeded with ``--files`` random files the first time). Point it at real
 parts with ``--db postgresql://...``, ``--s3-endpoint URL`` and
 ``--api-url URL``. A rerun does only what is left: interrupt it (Ctrl-C,
@@ -107,7 +107,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--source-bucket", type=_bucket, default=SOURCE_BUCKET)
     parser.add_argument("--dest-bucket", type=_bucket, default=DEST_BUCKET)
-    parser.add_argument("--api-url", help="a running metadata API (default: one served in-process)")
+    parser.add_argument("--api-url", help="a running metadata API (default: one started for the run)")
     parser.add_argument(
         "--api-token", help=f"the API's bearer token (default: ${TOKEN_VARIABLE}, or generated)"
     )
