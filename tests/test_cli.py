@@ -366,6 +366,28 @@ def test_the_launchers_run_from_a_checkout_without_typing_extensions(
     assert "=== VERIFICATION REPORT ===" in done.stdout
 
 
+def test_the_data_launcher_runs_on_a_python_without_the_library_installed(
+    tmp_path: Path,
+) -> None:
+    # This venv's base Python has not the library: the launcher finds the
+    # checkout, and so must the metadata API's process it starts.
+    names = ("python3", Path(sys.executable).name)
+    found = [Path(sys.base_prefix) / "bin" / name for name in names]
+    found = [path for path in found if path.exists()]
+    if not found:
+        pytest.skip(f"no Python in {sys.base_prefix}/bin")
+    base = found[0]
+    probe = subprocess.run(
+        [str(base), "-c", "import pipeline"], capture_output=True, timeout=60, check=False
+    )
+    if probe.returncode == 0:
+        pytest.skip(f"{base} has the library installed: not a bare Python")
+    argv = [str(base), "run_data_example.py", "--files", "2", "--quiet", "--root", str(tmp_path)]
+    done = _subprocess(argv)
+    assert done.returncode == 0, done.stderr
+    assert "Success: 2" in done.stdout
+
+
 def test_the_custom_example_on_a_bare_python_says_it_needs_pillow() -> None:
     # As above, but the image example needs Pillow, which a bare Python has
     # not: it says what to install and exits 2, with no traceback. (With

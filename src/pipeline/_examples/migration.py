@@ -201,7 +201,7 @@ def _embedded_api_server(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, TOKEN_VARIABLE: token},  # not in argv, which any user can read
+        env={**os.environ, TOKEN_VARIABLE: token, "PYTHONPATH": _this_package_on_path()},
         start_new_session=True,  # a Ctrl-C is ours to handle: we stop it after the report
     )
     assert child.stdin is not None  # both pipes, as asked: for the type checker
@@ -222,6 +222,14 @@ def _embedded_api_server(
             child.kill()
             child.wait()
         child.stdout.close()
+
+
+def _this_package_on_path() -> str:
+    # The child imports this very package, installed or not (the launchers
+    # run it from the checkout on a bare Python): its folder goes first.
+    # The token goes by the environment, not argv, which any user can read.
+    here = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 _API_START_SECONDS = 30.0  # a loaded machine may take seconds to start a Python
