@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -397,3 +398,40 @@ def test_the_custom_example_on_a_bare_python_says_it_needs_pillow() -> None:
     assert done.returncode == 2, done.stderr
     assert "pip install 'threaded-pipeline[examples]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "pipeline", "--items", "20", "--quiet"],
+        ["-m", "pipeline", "data", "--files", "3", "--quiet", "--json"],
+        ["run_data_example.py", "--files", "3", "--dry-run"],
+    ],
+)
+def test_a_reader_that_leaves_early_ends_the_command_with_141_and_no_traceback(
+    argv: list[str], tmp_path: Path
+) -> None:
+    # As `python -m pipeline | head -0`: the reader is gone before the first print.
+    if "data" in argv or "run_data_example.py" in argv:
+        argv = [*argv, "--root", str(tmp_path)]
+    read, write = os.pipe()
+    os.close(read)
+    with subprocess.Popen(
+        [sys.executable, *argv], stdout=write, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    ) as command:
+        os.close(write)
+        _, err = command.communicate(timeout=120)
+    assert command.returncode == 141, err[-2000:]
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err
+
+
+def test_a_broken_pipe_that_is_not_stdout_still_propagates() -> None:
+    from pipeline._stdout import reader_may_leave
+
+    @reader_may_leave
+    def command() -> int:
+        raise BrokenPipeError("a socket of the program's own")
+
+    with pytest.raises(BrokenPipeError, match="socket"):
+        command()

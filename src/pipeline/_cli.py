@@ -33,6 +33,7 @@ from ._prometheus import PrometheusMetrics
 from ._report import PipelineReport
 from ._run import DEFAULT_MAXSIZE
 from ._stage import PipelineStage
+from ._stdout import reader_may_leave
 from ._trace import check_trace
 from ._validate import MAX_SECONDS
 from .stages import AddStage, FilterStage, MultiplyStage
@@ -347,6 +348,7 @@ def print_report(report: PipelineReport | None, *, as_json: bool) -> None:
         print(report.summary())
 
 
+@reader_may_leave
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the demo with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 

@@ -65,6 +65,7 @@ from pipeline._cli import (
     run_reporting,
     whole_number,
 )
+from pipeline._stdout import reader_may_leave
 
 from .samples import generate
 
@@ -491,6 +492,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+@reader_may_leave
 def main(argv: Sequence[str] | None = None, *, prog: str = "run_custom_example.py") -> int:
     """Run the image pipeline with ``argv``; print the report; return the exit code."""
     args = parse_args(build_parser(prog), argv)

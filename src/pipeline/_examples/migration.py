@@ -42,6 +42,7 @@ from .._cli import (
 )
 from .._pipeline import MAX_WORKERS
 from .._report import PipelineReport
+from .._stdout import reader_may_leave
 from ..migration import (
     FAILED,
     FileTable,
@@ -107,7 +108,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--source-bucket", type=_bucket, default=SOURCE_BUCKET)
     parser.add_argument("--dest-bucket", type=_bucket, default=DEST_BUCKET)
-    parser.add_argument("--api-url", help="a running metadata API (default: one started for the run)")
+    parser.add_argument(
+        "--api-url", help="a running metadata API (default: one started for the run)"
+    )
     parser.add_argument(
         "--api-token", help=f"the API's bearer token (default: ${TOKEN_VARIABLE}, or generated)"
     )
@@ -247,6 +250,7 @@ def _refuse_embedded_only(args: argparse.Namespace, parser: argparse.ArgumentPar
             parser.error(f"argument {option}: applies to the embedded API only, not --api-url")
 
 
+@reader_may_leave
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline data") -> int:
     """Run the migration tool with ``argv``; return its exit code."""
     parser = build_parser(prog)
@@ -289,6 +293,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
             )
             if not (seeding and args.dry_run):  # nothing there yet to check
                 migration.check()
+        except BrokenPipeError:
+            raise  # stdout's reader left: not a setup error (see reader_may_leave)
         except (MigrationConfigError, OSError) as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
