@@ -370,10 +370,10 @@ class SQLiteFileTable(FileTable):
     The workers of one migrator (this object and its :meth:`for_worker`
     copies) also take turns on a lock of theirs for each statement. SQLite
     makes a writer that finds the database locked sleep and look again, for
-    1, 2, 5, 10 ms and longer: with a few threads writing small steps, those
-    naps, not the writes, were the cost (up to 35 ms for a 0.1 ms update).
-    A lock hands the turn over at once; other processes still meet SQLite's
-    own locking and the busy timeout.
+    1, 2, 5, 10 ms and longer; a lock hands the turn over at once. Measured
+    on the migration's API stage, it cut the slowest lease renewal from 35
+    to 16 ms but not the mean (about 1 ms, mostly waiting for the GIL).
+    Other processes still meet SQLite's own locking and the busy timeout.
     """
 
     now = "((julianday('now') - 2440587.5) * 86400.0)"

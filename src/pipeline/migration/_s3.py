@@ -19,6 +19,11 @@ else the metadata, else (an object some other program wrote, with
 neither) it reads the object and hashes it. moto, the S3 server the tests
 run against, keeps both records as S3 does, though it checks neither.
 
+The module is long (about 600 lines) because S3's answers are: most of it
+turns botocore's errors into ones that say what to fix. Were it split, the
+error translation (``_code``, ``_is_missing``, the config errors) would be
+the part to move.
+
 Every key passes :func:`~pipeline.migration.check_key` and every bucket
 :func:`~pipeline.migration.check_bucket_name` before a request is made:
 names come from the database and are not trusted.

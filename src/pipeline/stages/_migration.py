@@ -18,6 +18,11 @@ reason, and the run goes on. A file another migrator took over (its lease
 ran out: :class:`~pipeline.migration.LeaseLost`) is dropped quietly: it is
 that migrator's now. :class:`~pipeline.migration.Migration` wires all of it.
 
+The module is past 400 lines because it holds the dispatcher, the three
+stages and their report, which share the step-writing discipline above;
+the next stage added, or the report growing, is the cue to give each stage
+a module of its own.
+
 >>> import tempfile
 >>> from pipeline import Pipeline
 >>> from pipeline.migration import LocalStore, SQLiteFileTable, seed_files
