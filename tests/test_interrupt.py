@@ -654,7 +654,9 @@ def test_ctrl_c_in_an_example_exits_130_with_a_message_and_the_partial_report(
     else:
         argv += ["--images", "100", "--sample-size", "256", "--output", str(tmp_path)]
         ready = "[INFO]"
-    code, _, out, err = interrupt(argv, ready=ready, after=0.3)
+    # A terminal's Ctrl-C: the whole process group, the fork server and the
+    # embedded API's process included (the latter has a session of its own).
+    code, _, out, err = interrupt(argv, ready=ready, after=0.3, group=True)
     assert code == 130, err[-2000:]
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if "interrupted" in line] == [

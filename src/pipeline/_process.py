@@ -99,13 +99,24 @@ def _start_fork_server() -> None:
     # sys.path (CPython 3.11 to 3.13), so it would import the copy of a module
     # its default path finds: an installed release, where this program runs a
     # checkout. It gets this program's path as PYTHONPATH while it starts.
-    from multiprocessing import forkserver  # noqa: PLC0415 (POSIX only)
+    from multiprocessing import forkserver, resource_tracker  # noqa: PLC0415 (POSIX only)
 
+    #
+    # It also starts with SIGINT blocked: a terminal's Ctrl-C reaches the
+    # whole process group, and the fork server would take it while importing
+    # its preloads, before it ignores SIGINT, and print a traceback. The mask
+    # is this thread's, which the server inherits through fork and exec; a
+    # Ctrl-C meanwhile still reaches this program by its other threads, or
+    # waits, pending, until the mask is restored. (The resource tracker is
+    # started first: starting it unblocks SIGINT in this thread.)
+    resource_tracker.ensure_running()
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(entry or os.getcwd() for entry in sys.path)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if saved is None:
             del os.environ["PYTHONPATH"]
         else:
