@@ -696,3 +696,19 @@ def test_main_serves_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_a_generated_token_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--api-token -x...` would be read as an option: a drawn token that
+    # starts with "-" is drawn again.
+    import secrets
+
+    from pipeline.migration import _api_client
+
+    draws = iter(["-starts-with-a-dash", "fine_token"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda _: next(draws))
+    assert _api_client.new_token() == "fine_token"
+    monkeypatch.undo()
+    assert not any(_api_client.new_token().startswith("-") for _ in range(2000))
+    server = MetadataServer(":memory:")
+    assert not server.token.startswith("-")

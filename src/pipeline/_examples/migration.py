@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import select
 import subprocess
 import sys
@@ -167,7 +166,7 @@ def _store(args: argparse.Namespace, root: Path) -> ObjectStore:
 
 @contextmanager
 def _api(args: argparse.Namespace, root: Path) -> Iterator[Any]:
-    from ..migration._api import MetadataClient  # noqa: PLC0415
+    from ..migration._api import MetadataClient, new_token  # noqa: PLC0415
 
     token = args.api_token or os.environ.get(TOKEN_VARIABLE) or None
     if args.api_url is not None:
@@ -177,7 +176,7 @@ def _api(args: argparse.Namespace, root: Path) -> Iterator[Any]:
         with MetadataClient(args.api_url, token) as client:
             yield client
         return
-    with _embedded_api_server(args, root, token or secrets.token_urlsafe(24)) as (url, token):
+    with _embedded_api_server(args, root, token or new_token()) as (url, token):
         logger.info("Metadata API at %s", url)
         with MetadataClient(url, token) as client:
             yield client

@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ._api_client import MAX_FILE_ID, TOKEN_VARIABLE, MetadataClient, check_token
+from ._api_client import MAX_FILE_ID, TOKEN_VARIABLE, MetadataClient, check_token, new_token
 from ._api_server import MAX_BODY, MetadataServer, check_record
 from ._errors import MigrationConfigError
 
@@ -55,6 +55,7 @@ __all__ = [
     "check_record",
     "check_token",
     "main",
+    "new_token",
 ]
 
 EXIT_OK = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 from .._validate import check_int, check_seconds
 from ._errors import ApiError, MigrationConfigError
 
-__all__ = ["MAX_FILE_ID", "TOKEN_VARIABLE", "MetadataClient", "check_token"]
+__all__ = ["MAX_FILE_ID", "TOKEN_VARIABLE", "MetadataClient", "check_token", "new_token"]
 
 TOKEN_VARIABLE = "PIPELINE_API_TOKEN"
 """The environment variable the command line reads the API's token from."""
@@ -27,6 +28,19 @@ MAX_FILE_ID = 2**63 - 1
 """The largest file id: SQLite's and PostgreSQL's BIGINT."""
 
 _CHECK_TRIES = 5  # check()'s authenticated probe, against a flaky (fail_rate) API
+
+
+def new_token() -> str:
+    """A new random bearer token: 32 URL-safe characters, never a leading ``-``.
+
+    A token that began with ``-`` could not be given as ``--api-token T``
+    (the command line would read it as an option), and the generated one
+    is printed to be passed on.
+    """
+    token = secrets.token_urlsafe(24)
+    while token.startswith("-"):  # 1 draw in 64
+        token = secrets.token_urlsafe(24)
+    return token
 
 
 def check_token(name: str, token: object) -> str:

@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import re
-import secrets
 import socket
 import socketserver
 import sqlite3
@@ -38,7 +37,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from .._validate import check_int, check_number, check_seconds
-from ._api_client import MAX_FILE_ID, check_token
+from ._api_client import MAX_FILE_ID, check_token, new_token
 from ._errors import MigrationConfigError
 
 __all__ = ["IDLE_SECONDS", "MAX_BODY", "MetadataServer", "check_record"]
@@ -209,7 +208,7 @@ class MetadataServer:
         self.db_path = os.fspath(db_path)
         self.host = host
         self._port = check_int("port", port, 0, 65535)
-        self.token = secrets.token_urlsafe(24) if token is None else check_token("token", token)
+        self.token = new_token() if token is None else check_token("token", token)
         self.latency = check_seconds("latency", latency) or 0.0
         self.fail_rate = check_number("fail_rate", fail_rate, minimum=0.0, maximum=1.0)
         self.rate = None if rate is None else check_number("rate", rate, minimum=1e-3, maximum=1e6)
