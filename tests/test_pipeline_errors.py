@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from itertools import count
 from pathlib import Path
 from types import TracebackType
@@ -755,3 +756,74 @@ def test_a_run_that_ends_in_time_is_not_affected_by_its_timeout() -> None:
     result = Pipeline[int]().map(lambda x: x).run(range(100), timeout=WAIT)
     assert result.outputs == list(range(100))
     assert result.report.status == "completed"
+
+
+class _WatchedSource:
+    """A generator source that records when, and on which thread, its cleanup ran."""
+
+    def __init__(self, cleanup_raises: BaseException | None = None) -> None:
+        self.yielded = threading.Event()  # set once it has yielded 5 items
+        self.closed = threading.Event()
+        self.closed_on: list[str] = []
+        self.cleanup_raises = cleanup_raises
+        self.generator = self._items()
+
+    def _items(self) -> Generator[int, None, None]:
+        try:
+            for item in count():
+                if item == 5:
+                    self.yielded.set()
+                yield item
+        finally:
+            self.closed_on.append(threading.current_thread().name)
+            self.closed.set()
+            if self.cleanup_raises is not None:
+                raise self.cleanup_raises
+
+
+def test_a_failed_run_closes_its_generator_source_on_its_thread_before_it_raises() -> None:
+    source = _WatchedSource()
+    with pytest.raises(StageError):
+        Pipeline[int]().add(FailOn(20), workers=2).run(source.generator)
+    assert source.closed.is_set()  # no waiting: run() raised after the cleanup ran
+    assert source.closed_on == ["pipeline-source"]  # the thread that read it
+    assert inspect.getgeneratorstate(source.generator) == "GEN_CLOSED"  # not suspended
+
+
+def test_a_cancelled_run_closes_its_generator_source_before_it_raises() -> None:
+    source = _WatchedSource()
+    pipeline = Pipeline[int]().map(lambda x: x)
+
+    def cancel() -> None:
+        assert source.yielded.wait(WAIT)
+        pipeline.cancel()
+
+    canceller = Join(cancel)
+    with pytest.raises(PipelineCancelled):
+        pipeline.run(source.generator)
+    canceller.join()
+    assert source.closed.is_set()
+    assert source.closed_on == ["pipeline-source"]
+
+
+def test_breaking_out_of_a_stream_closes_its_generator_source() -> None:
+    source = _WatchedSource()
+    with Pipeline[int]().map(lambda x: x).stream(source.generator) as outputs:
+        for output in outputs:
+            if output == 3:
+                break
+    assert source.closed.is_set()
+
+
+def test_a_generator_source_whose_cleanup_raises_is_logged_and_the_run_keeps_its_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = _WatchedSource(cleanup_raises=Boom("cleanup"))
+    with pytest.raises(StageError) as caught:
+        Pipeline[int]().add(FailOn(20)).run(source.generator)
+    assert isinstance(caught.value.__cause__, Boom)
+    assert str(caught.value.__cause__) == "bad item 20"
+    logged = [r for r in caplog.records if r.name == "pipeline" and r.exc_info]
+    assert len(logged) == 1
+    assert "closing the source generator" in logged[0].getMessage()
+    assert str(logged[0].exc_info[1]) == "cleanup"  # type: ignore[index]

@@ -538,7 +538,9 @@ class Pipeline(Generic[In, Out]):
                 waits while the source blocks); or a :class:`SafeQueue`, which
                 the first stage consumes directly until it is shut down (its
                 last producer closes). A cancelled run shuts a queue source
-                down too, leaving in it the items not yet taken.
+                down too, leaving in it the items not yet taken, and closes a
+                generator source it stopped reading early (its ``finally``
+                blocks run before ``run()`` returns).
             timeout: seconds after which the run is cancelled and raises
                 :class:`~pipeline.PipelineTimeout`, whatever is left (``0``:
                 at once). The workers then finish the items in hand, so

@@ -14,9 +14,11 @@ This module starts no thread; the runner runs :func:`feed` in one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, MappingView, Sequence, Set
 from itertools import islice
 from time import perf_counter_ns
+from types import GeneratorType
 from typing import Any
 
 from ._exceptions import ShutDown, StageError
@@ -24,6 +26,8 @@ from ._safequeue import SafeQueue
 from ._stage import Supervisor, next_batch_cap
 
 __all__ = ["SourceReader", "feed", "is_in_memory"]
+
+logger = logging.getLogger("pipeline")
 
 
 def is_in_memory(source: object) -> bool:
@@ -113,13 +117,34 @@ def feed(
         return
     put = queue._put_batch
     source = reader.source
-    while not supervisor.cancelled:
-        try:
-            item = next(source)
-        except StopIteration:
-            return
-        except BaseException as exc:  # noqa: BLE001 (a ShutDown from the source too: an error)
-            supervisor.fail(StageError("source", exc, where="source"))
-            return
-        reader.read += 1
-        put([item])
+    finished = False  # the source ended or raised: nothing left to close
+    try:
+        while not supervisor.cancelled:
+            try:
+                item = next(source)
+            except StopIteration:
+                finished = True
+                return
+            except BaseException as exc:  # noqa: BLE001 (a ShutDown from the source too: an error)
+                finished = True
+                supervisor.fail(StageError("source", exc, where="source"))
+                return
+            reader.read += 1
+            put([item])
+    finally:
+        if not finished and isinstance(source, GeneratorType):
+            _close_generator(source)
+
+
+def _close_generator(source: GeneratorType[Any, Any, Any]) -> None:
+    # The run stopped reading early (a failure, a cancellation): close the
+    # generator here, on the thread that ran it, so that its ``finally``
+    # blocks and ``with`` statements (a database cursor, a file) run now,
+    # before the run returns, and not whenever garbage collection gets to it.
+    # The run has already ended (cancelled or failed) by the time this runs,
+    # so an error from the generator's cleanup cannot be the run's outcome:
+    # it is logged, as an observer's error is, rather than lost.
+    try:
+        source.close()
+    except BaseException:  # logged: the run's outcome is decided
+        logger.exception("closing the source generator raised; the run had ended")
