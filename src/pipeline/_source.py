@@ -117,22 +117,21 @@ def feed(
         return
     put = queue._put_batch
     source = reader.source
-    finished = False  # the source ended or raised: nothing left to close
     try:
         while not supervisor.cancelled:
             try:
                 item = next(source)
             except StopIteration:
-                finished = True
                 return
             except BaseException as exc:  # noqa: BLE001 (a ShutDown from the source too: an error)
-                finished = True
                 supervisor.fail(StageError("source", exc, where="source"))
                 return
             reader.read += 1
             put([item])
     finally:
-        if not finished and isinstance(source, GeneratorType):
+        # Closing a generator that ended or raised does nothing: only one the
+        # run stopped reading early has cleanup left to run.
+        if isinstance(source, GeneratorType):
             _close_generator(source)
 
 
