@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -37,12 +38,26 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# Threads that Dask's client and LocalCluster keep for the process's lifetime
+# (their event loop, callback and offload pools, the nannies' watchers): made
+# on first use inside some test, they are Dask's, not a leak of ours.
+_DASK_THREADS = ("IO loop", "Dask-", "AsyncProcess ", "QueueFeederThread", "TCP-Executor")
+
+
+def _owned_by_dask(thread: threading.Thread) -> bool:
+    return "distributed" in sys.modules and thread.name.startswith(_DASK_THREADS)
+
+
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:
     """Fail the test if it leaves a thread running that it started."""
     before = set(threading.enumerate())
     yield
-    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    leaked = [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and not _owned_by_dask(t)
+    ]
     for thread in leaked:
         thread.join(timeout=2.0)  # keep a leak from spilling into the next test
     if leaked:

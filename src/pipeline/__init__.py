@@ -15,6 +15,7 @@ The pieces:
 - :mod:`pipeline.stages`: the stages in the box.
 """
 
+from ._dask import Dask as Dask
 from ._exceptions import PipelineCancelled as PipelineCancelled
 from ._exceptions import PipelineError as PipelineError
 from ._exceptions import PipelineInterrupted as PipelineInterrupted
@@ -68,6 +69,7 @@ __all__ = [
     "MAX_WORKERS",
     "MIN_DEFAULT_MAXSIZE",
     "BatchStats",
+    "Dask",
     "DeadLetter",
     "Empty",
     "Full",

@@ -12,6 +12,10 @@ loop of :mod:`pipeline._worker`; what differs is its *handle*, which runs
     In a worker process of its own, one per worker (see
     :mod:`pipeline._process`): for pure-Python CPU-bound stages on a Python
     with a GIL. The hooks run in that process, once.
+a Dask cluster (a ``distributed.Client``, ``"dask://ADDRESS"`` or :class:`~pipeline.Dask`)
+    Each batch is a task on the cluster's workers (see :mod:`pipeline._dask`):
+    ``workers`` batches in flight there; the hooks run once per cluster
+    worker process.
 a ``concurrent.futures.Executor``
     Each batch is submitted to it and the worker waits for the result, so
     ``workers`` is the number of batches in flight. An executor runs no code
@@ -32,7 +36,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._batch import BatchAbandoned, BatchOutcome, batch_function, process_batch
-from ._stage import BATCH_TARGET_NS, PipelineStage, StageSpec, Supervisor, kind_of
+from ._dask import ClusterStage, Dask, dumps_for_cluster, is_dask_client
+from ._stage import BATCH_TARGET_NS, ExecutorChoice, PipelineStage, StageSpec, Supervisor, kind_of
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -178,13 +183,23 @@ def has_hooks(stage: PipelineStage[Any, Any]) -> bool:
     return cls.on_start is not PipelineStage.on_start or cls.on_stop is not PipelineStage.on_stop
 
 
-def executor_name(executor: str | Executor) -> str:
-    """``"thread"``, ``"process"``, or the executor's class name (for reports and observers)."""
-    return executor if isinstance(executor, str) else type(executor).__name__
+def executor_name(executor: object) -> str:
+    """``"thread"``, ``"process"``, ``"dask"`` or the executor's class name (for reports)."""
+    if isinstance(executor, str):
+        return executor
+    return "dask" if isinstance(executor, Dask) else type(executor).__name__
 
 
-def check_executor(executor: object, stage: PipelineStage[Any, Any], name: str) -> str | Executor:
-    """Return ``executor`` if stage ``name`` can run there, else raise naming the option."""
+def check_executor(executor: object, stage: PipelineStage[Any, Any], name: str) -> ExecutorChoice:
+    """Return ``executor`` if stage ``name`` can run there, else raise naming the option.
+
+    A Dask cluster, however given, comes back as a :class:`~pipeline.Dask`.
+    """
+    if is_dask_client(executor) or (isinstance(executor, str) and executor.startswith("dask://")):
+        executor = Dask(executor)  # type: ignore[arg-type]  # a Client or an address
+    if isinstance(executor, Dask):
+        dumps_for_cluster(stage, name)
+        return executor
     if isinstance(executor, str):
         if executor == "thread":
             return "thread"
@@ -196,13 +211,13 @@ def check_executor(executor: object, stage: PipelineStage[Any, Any], name: str) 
         close = get_close_matches(executor, EXECUTOR_NAMES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(
-            f"'executor' must be 'thread', 'process' or a concurrent.futures.Executor, "
-            f"got {executor!r}{hint}"
+            f"'executor' must be 'thread', 'process', 'dask://ADDRESS', a Dask client or a "
+            f"concurrent.futures.Executor, got {executor!r}{hint}"
         )
     if not isinstance(executor, Executor):
         raise TypeError(
-            "'executor' must be 'thread', 'process' or a concurrent.futures.Executor, "
-            f"not {type(executor).__name__}"
+            "'executor' must be 'thread', 'process', 'dask://ADDRESS', a Dask client or a "
+            f"concurrent.futures.Executor, not {type(executor).__name__}"
         )
     if has_hooks(stage):
         raise ValueError(
@@ -225,16 +240,17 @@ def check_executor(executor: object, stage: PipelineStage[Any, Any], name: str) 
 
 def worker_handle(
     spec: StageSpec,
-    stage: PipelineStage[Any, Any] | bytes,
+    stage: PipelineStage[Any, Any] | bytes | ClusterStage,
     supervisor: Supervisor,
     number: int,
     processes: list[BaseProcess],
 ) -> WorkerHandle:
     """The handle worker ``number`` of ``spec`` runs its stage through.
 
-    ``stage`` is the worker's copy of the stage, or for a process stage the
-    stage pickled; ``processes`` collects every process started, for the run
-    to end.
+    ``stage`` is the worker's copy of the stage; for a process stage, the
+    stage pickled; for a Dask stage, the run's
+    :class:`~pipeline._dask.ClusterStage`. ``processes`` collects every
+    process started, for the run to end.
     """
     executor = spec.executor
     if executor == "process":
@@ -246,6 +262,8 @@ def worker_handle(
         return ProcessWorker(spec.name, number, stage, supervisor, processes, modules)
     if isinstance(stage, bytes):
         raise TypeError("only a process stage's worker takes the stage pickled")
+    if isinstance(stage, ClusterStage):
+        return stage.worker(supervisor)
     if isinstance(executor, Executor):
         return FuturesWorker(executor, stage, supervisor)
     return ThreadWorker(stage)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypedDict, TypeVar, Unpack
 from . import _interrupt
 from ._compat import RUNTIME_DEFAULTS, fill_defaults
 from ._compat import TypeVar as DefaultTypeVar
+from ._dask import Dask
 from ._exceptions import PipelineCancelled, PipelineInterrupted, PipelineStateError
 from ._executors import check_executor
 from ._observe import Observer, check_observers
@@ -40,6 +41,9 @@ from ._stage import PipelineStage, StageKind, StageSpec, kind_of
 from ._trace import TraceFile, check_trace
 from ._validate import check_int, check_seconds
 from .stages import EachStage, FilterStage, FlatMapStage, MapStage
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "DEFAULT_MAXSIZE",
@@ -88,8 +92,11 @@ class StageOptions(TypedDict, total=False):
         executor: where ``process()`` runs: ``"thread"`` (default: in the
             stage's worker threads), ``"process"`` (each worker in a process
             of its own, for CPU-bound pure-Python stages; the stage and its
-            function must pickle) or a ``concurrent.futures.Executor``
-            (``workers`` batches in flight in it; no ``on_start``/``on_stop``).
+            function must pickle), a Dask cluster (a ``distributed.Client``,
+            ``"dask://HOST:PORT"`` or :class:`~pipeline.Dask`: ``workers``
+            batches in flight on the cluster; the hooks run once per cluster
+            worker process) or a ``concurrent.futures.Executor`` (``workers``
+            batches in flight in it; no ``on_start``/``on_stop``).
     """
 
     workers: int
@@ -98,7 +105,7 @@ class StageOptions(TypedDict, total=False):
     maxsize: int | None
     on_error: OnError
     retry: Retry | None
-    executor: str | Executor
+    executor: str | Executor | Dask | Client
 
 
 _STAGE_OPTIONS = tuple(StageOptions.__annotations__)

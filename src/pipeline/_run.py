@@ -43,6 +43,7 @@ from time import monotonic, perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from . import _interrupt
+from ._dask import ClusterStage, Dask
 from ._exceptions import (
     PipelineCancelled,
     PipelineInterrupted,
@@ -183,6 +184,7 @@ class Run:
         # Every worker process of a process stage, as it is started: the run
         # ends any that is still there once its threads are joined.
         self.processes: list[BaseProcess] = []
+        self.clusters: list[ClusterStage] = []  # the Dask stages' runs, to close at the end
         self.delivered = 0  # outputs handed to the caller; written by the consumer only
         self.undelivered = 0  # outputs the consumer took but did not hand out
         self.left_running: list[str] = []
@@ -360,6 +362,16 @@ class Run:
             self.observers.call("run_started", self._run_info(), caller=True)
         copies: list[list[Any]] = []
         for spec in self.specs:
+            if isinstance(spec.executor, Dask):
+                # The stage's worker threads share one run on the cluster.
+                try:
+                    cluster = ClusterStage(spec)
+                except BaseException as exc:  # noqa: BLE001 (user code: __reduce__)
+                    self.fail(StageError(spec.name, exc, where="copy"))
+                    return
+                self.clusters.append(cluster)
+                copies.append([cluster] * spec.workers)
+                continue
             if spec.executor == "process":
                 # Each worker process unpickles its own copy.
                 from ._process import dumps_stage  # noqa: PLC0415 (multiprocessing on demand)
@@ -466,6 +478,8 @@ class Run:
 
             for child in self.processes:
                 end_process(child)  # left by a worker thread the run stopped waiting for
+        for cluster in self.clusters:
+            cluster.close()
         self.elapsed = perf_counter() - self.started
         self.ended_ns = perf_counter_ns()
 

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias
 
 from ._compat import RUNTIME_DEFAULTS, TypeVar, fill_defaults
 from ._policy import OnError, Retry
@@ -30,12 +30,17 @@ from ._policy import OnError, Retry
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
+    from ._dask import Dask
     from ._exceptions import StageError
+
+ExecutorChoice: TypeAlias = "str | Executor | Dask"
+"""A stage's executor once checked: "thread", "process", an Executor or a Dask cluster."""
 
 __all__ = [
     "BATCH_TARGET_NS",
     "BATCH_TARGET_SECONDS",
     "MAX_BATCH",
+    "ExecutorChoice",
     "Inbox",
     "PipelineStage",
     "StageKind",
@@ -178,7 +183,7 @@ class StageSpec:
     kind: StageKind
     batch_size: int = 0
     max_wait: float | None = None
-    executor: str | Executor = "thread"  # "thread", "process" or an Executor
+    executor: ExecutorChoice = "thread"  # "thread", "process", an Executor or Dask
 
 
 class Inbox(Protocol):

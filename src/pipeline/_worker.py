@@ -24,6 +24,7 @@ adapts to the measured cost per item (see :func:`~pipeline._stage.next_batch_cap
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from time import monotonic, perf_counter_ns, thread_time_ns
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +203,29 @@ class BatchRunner:
         raise _Abort(item_failed=True)
 
 
+class _FixedBatches(BatchRunner):
+    """A BatchRunner whose batches hold at most ``size`` items, whatever they cost.
+
+    For a stage whose executor sets its batch size (``Dask(batch_size=...)``):
+    ``cap`` is a read-only view here, so the adaptive sizing's writes to it
+    in the shared hot path are dropped, at no cost to the other runners.
+    """
+
+    __slots__ = ("_size",)
+
+    def __init__(self, size: int, *args: Any) -> None:
+        self._size = size
+        super().__init__(*args)
+
+    @property
+    def cap(self) -> int:
+        return self._size
+
+    @cap.setter
+    def cap(self, value: int) -> None:
+        pass  # the size is fixed
+
+
 def _retries(retry: Any, exc: Exception) -> bool:
     # Whether to retry exc; an `on` type whose isinstance check raises does
     # not retry (the error keeps its policy instead of killing the worker).
@@ -287,11 +311,15 @@ def _item_loop(
     # hands it on; a lone item's latency pays for every line here. The batch
     # is counted as taken before any user code sees it.
     target = handle.batch_target_ns
+    fixed = getattr(handle, "batch_size", None)
+    make_runner: Callable[..., BatchRunner] = (
+        BatchRunner if fixed is None else partial(_FixedBatches, fixed)
+    )
     if window is not None:
         # Each batch gets its slot in line as it is taken; the window hands
         # the outputs on in that order.
         give = window.give
-        runner = BatchRunner(
+        runner: BatchRunner = make_runner(
             spec,
             handle.process,
             recorder,
@@ -311,7 +339,7 @@ def _item_loop(
             pass
         return
     downstream = outbox.queue
-    runner = BatchRunner(spec, handle.process, recorder, supervisor, downstream._put_batch, target)
+    runner = make_runner(spec, handle.process, recorder, supervisor, downstream._put_batch, target)
     process = runner.run
     take = inbox._get_batch
     try:
