@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -63,3 +67,36 @@ def no_thread_leaks() -> Iterator[None]:
     if leaked:
         names = ", ".join(sorted(t.name for t in leaked))
         pytest.fail(f"test left threads running: {names}")
+
+
+@pytest.fixture(scope="session")
+def dask_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A client of a 2-process Dask LocalCluster on 127.0.0.1 (no dashboard), for the session.
+
+    Skips where Dask distributed is not installed, unless
+    ``$PIPELINE_TEST_REQUIRE_SERVERS`` is set (``.ci/run``): then it fails.
+    Its worker processes start from this process, so test modules import
+    there; each has 2 threads.
+    """
+    try:
+        distributed: Any = importlib.import_module("distributed")  # untyped in parts
+    except ImportError:
+        if os.environ.get("PIPELINE_TEST_REQUIRE_SERVERS"):
+            pytest.fail("Dask distributed is not installed (pip install -e '.[dev]')")
+        pytest.skip("Dask distributed is not installed")
+    scratch: Path = tmp_path_factory.mktemp("dask")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=2,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        local_directory=str(scratch),
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

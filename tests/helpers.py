@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import threading
@@ -13,6 +14,19 @@ import pytest
 # The longest any test may wait on a thread, an event or a queue. Every
 # blocking call in the tests uses it (or less), so a deadlock fails fast.
 WAIT = 10.0
+
+
+def child_processes() -> list[multiprocessing.process.BaseProcess]:
+    """This process's live multiprocessing children, less a Dask LocalCluster's workers.
+
+    A session's LocalCluster (the ``dask_client`` fixture) keeps its worker
+    processes for the whole session: they are not a test's leak.
+    """
+    return [
+        child
+        for child in multiprocessing.active_children()  # reaps the ended ones
+        if not child.name.startswith("Dask ")
+    ]
 
 
 class Join:

@@ -1,8 +1,9 @@
 """Where process() runs: the ``executor=`` option, one contract for every executor.
 
 The contract tests run the same pipelines on threads, on worker processes
-(``"process"``), on a user's ``ThreadPoolExecutor`` and on a user's
-``ProcessPoolExecutor``. Then what only processes have: hooks once per
+(``"process"``), on a user's ``ThreadPoolExecutor``, on a user's
+``ProcessPoolExecutor`` and on a Dask LocalCluster (the ``dask_client``
+fixture; tests/test_dask.py has the rest). Then what only processes have: hooks once per
 process, a child that dies, things that do not pickle, exceptions that come
 back, and cancellation with live children (no process left behind: checked
 in the process table).
@@ -38,7 +39,7 @@ from pipeline import (
     StageError,
     WorkerDied,
 )
-from tests.helpers import WAIT
+from tests.helpers import WAIT, child_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def no_process_leaks() -> Iterator[None]:
     """Fail the test if a worker process it started is still there afterwards."""
     yield
-    left = multiprocessing.active_children()  # reaps the ended ones
+    left = child_processes()
     for child in left:
         child.join(WAIT)
     assert left == [], f"test left processes running: {left}"
@@ -66,12 +67,14 @@ def thread_pool() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-EXECUTORS = ["thread", "process", "thread_pool", "process_pool"]
+EXECUTORS = ["thread", "process", "thread_pool", "process_pool", "dask"]
 
 
 @pytest.fixture(params=EXECUTORS)
-def executor(request: pytest.FixtureRequest) -> str | Executor:
+def executor(request: pytest.FixtureRequest) -> Any:
     name: str = request.param
+    if name == "dask":
+        return request.getfixturevalue("dask_client")  # a Client of a 2-process LocalCluster
     if name.endswith("_pool"):
         pool: Executor = request.getfixturevalue(name)
         return pool

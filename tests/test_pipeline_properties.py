@@ -9,7 +9,6 @@ runs are cancelled from another thread at random moments.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 import threading
 from collections import Counter
@@ -33,7 +32,7 @@ from pipeline import (
     Retry,
     StageError,
 )
-from tests.helpers import WAIT
+from tests.helpers import WAIT, child_processes
 from tests.process_stages import Injected as ProcessInjected
 from tests.process_stages import Unlucky
 
@@ -171,8 +170,12 @@ def _build(
     on_error: OnError = "raise",
     retry: Retry | None = None,
     in_process: frozenset[str] = frozenset(),
+    remote: Any = "process",
 ) -> Pipeline[int, Any]:
-    """The pipeline of ``steps``; those named in ``in_process`` run on worker processes."""
+    """The pipeline of ``steps``; those named in ``in_process`` run on ``remote``.
+
+    ``remote`` is ``"process"`` (worker processes) or a Dask client.
+    """
     pipeline: Pipeline[int, Any] = Pipeline[int](maxsize=maxsize)
     for step in steps:
         fn = step.fn
@@ -190,7 +193,7 @@ def _build(
             "ordered": step.ordered,
             "on_error": policy,
             "retry": step_retry,
-            "executor": "process" if step.name in in_process else "thread",
+            "executor": remote if step.name in in_process else "thread",
         }
         if step.kind == "one":
             pipeline.map(fn, **options)
@@ -480,7 +483,12 @@ def test_cancel_at_a_random_moment_leaves_a_balanced_report(
 
 
 def _cancel_at_random(
-    ops: list[Op], maxsize: int, after: int, position: int, in_process: frozenset[str] = frozenset()
+    ops: list[Op],
+    maxsize: int,
+    after: int,
+    position: int,
+    in_process: frozenset[str] = frozenset(),
+    remote: Any = "process",
 ) -> None:
     # The watcher stage (a thread stage) cancels the run from another thread
     # once `after` items went through it.
@@ -504,7 +512,7 @@ def _cancel_at_random(
     while at > 0 and (len(arrivals[at]) < after or (at < len(steps) and steps[at].reads_batches)):
         at -= 1
     steps.insert(at, Step("watch", "one", watch, 1, maxsize, True))
-    pipeline = _build(steps, maxsize, in_process=in_process)
+    pipeline = _build(steps, maxsize, in_process=in_process, remote=remote)
 
     def cancel() -> None:
         if trigger.wait(WAIT):
@@ -585,7 +593,7 @@ def test_default_bounds_follow_the_first_item_of_each_queue(
     assert report.balanced
 
 
-# -- 6. the same properties with stages on worker processes --------------------------
+# -- 6. the same properties with stages on worker processes, and on Dask --------------
 # Fewer examples and at most 2 workers per process stage: each example starts
 # its worker processes. The faults are stateless (a process cannot share the
 # thread tests' counters), so Retry is covered by tests/test_executors.py.
@@ -605,8 +613,16 @@ def process_pipelines(draw: st.DrawFn) -> tuple[list[Op], list[int], int, frozen
     return ops, inputs, maxsize, frozenset(chosen)
 
 
+@pytest.fixture(scope="session", params=["process", "dask"])
+def remote(request: pytest.FixtureRequest) -> Any:
+    """Where the chosen stages run: worker processes, or a Dask LocalCluster."""
+    if request.param == "dask":
+        return request.getfixturevalue("dask_client")
+    return request.param
+
+
 def _no_process_left() -> None:
-    left = multiprocessing.active_children()
+    left = child_processes()
     for child in left:
         child.join(WAIT)
     assert left == [], f"worker processes left running: {left}"
@@ -615,12 +631,13 @@ def _no_process_left() -> None:
 @settings(max_examples=15)
 @given(case=process_pipelines())
 def test_process_stages_equal_the_sequential_composition(
-    case: tuple[list[Op], list[int], int, frozenset[str]],
+    case: tuple[list[Op], list[int], int, frozenset[str]], remote: Any
 ) -> None:
     ops, inputs, maxsize, in_process = case
     steps = _steps(ops)
     expected, _, counts = _model(steps, inputs)
-    result = _build(steps, maxsize, in_process=in_process).run(inputs, timeout=WAIT)
+    pipeline = _build(steps, maxsize, in_process=in_process, remote=remote)
+    result = pipeline.run(inputs, timeout=WAIT)
     _no_process_left()
     if _all_ordered(ops):
         assert result.outputs == expected
@@ -634,7 +651,10 @@ def test_process_stages_equal_the_sequential_composition(
 @settings(max_examples=15)
 @given(case=process_pipelines(), policy=st.sampled_from(["raise", "skip"]), data=st.data())
 def test_process_stages_apply_the_error_policy_to_exactly_the_bad_items(
-    case: tuple[list[Op], list[int], int, frozenset[str]], policy: OnError, data: st.DataObject
+    case: tuple[list[Op], list[int], int, frozenset[str]],
+    policy: OnError,
+    data: st.DataObject,
+    remote: Any,
 ) -> None:
     ops, inputs, maxsize, in_process = case
     steps = _steps(ops)
@@ -651,7 +671,13 @@ def test_process_stages_apply_the_error_policy_to_exactly_the_bad_items(
         return Unlucky(bad, fn)
 
     pipeline = _build(
-        steps, maxsize, faulty=name, wrap=wrap, on_error=policy, in_process=in_process
+        steps,
+        maxsize,
+        faulty=name,
+        wrap=wrap,
+        on_error=policy,
+        in_process=in_process,
+        remote=remote,
     )
     if policy == "raise" and hits:
         with pytest.raises(StageError) as caught:
@@ -684,8 +710,8 @@ def test_process_stages_apply_the_error_policy_to_exactly_the_bad_items(
 @settings(max_examples=15)
 @given(case=process_pipelines(), after=st.integers(1, 300), position=st.integers(0, 8))
 def test_process_stages_cancelled_at_a_random_moment_leave_a_balanced_report(
-    case: tuple[list[Op], list[int], int, frozenset[str]], after: int, position: int
+    case: tuple[list[Op], list[int], int, frozenset[str]], after: int, position: int, remote: Any
 ) -> None:
     ops, _, maxsize, in_process = case
-    _cancel_at_random(ops, maxsize, after, position, in_process)
+    _cancel_at_random(ops, maxsize, after, position, in_process, remote)
     _no_process_left()

@@ -130,7 +130,8 @@ def scheduler_address(text: str) -> str:
     host, colon, port = rest.rpartition(":")
     if protocol not in ("tcp", "tls", "inproc") or not colon or not host or not port.isdigit():
         raise ValueError(
-            f"a Dask scheduler address is 'dask://HOST:PORT' (or 'tcp://HOST:PORT'), got {text!r}"
+            "'executor': a Dask scheduler address is 'dask://HOST:PORT' "
+            f"(or 'tcp://HOST:PORT'), got {text!r}"
         )
     return address
 
@@ -436,7 +437,8 @@ class _RunStopped(Exception):  # noqa: N818 (control flow: the run was cancelled
     pass
 
 
-def _cancel_on_worker(token: str) -> None:
+async def _cancel_on_worker(token: str) -> None:
+    # A coroutine function: Client.run(wait=False) takes no other kind.
     copy = _copies.get(token)
     if copy is not None:
         copy.cancelled = True  # read by its tasks before each item
