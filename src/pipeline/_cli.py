@@ -24,7 +24,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+from ._dask_cli import add_dask_option, on_cluster
 from ._exceptions import PipelineError
 from ._observe import Observer
 from ._pipeline import MAX_WORKERS, Pipeline
@@ -309,12 +311,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print the report as JSON instead of text"
     )
+    add_dask_option(parser, "the three stages (their per-item log lines are then the workers')")
     add_observing_options(parser)
     return parser
 
 
-def build_demo(args: argparse.Namespace) -> Pipeline[int, int]:
-    """Return the demo pipeline configured by the parsed ``args``."""
+def build_demo(args: argparse.Namespace, executor: Any = "thread") -> Pipeline[int, int]:
+    """Return the demo pipeline configured by the parsed ``args``, its stages on ``executor``."""
     ordered = not args.unordered
     stages = [
         _LoggedStage(MultiplyStage(name="Multiply Stage"), delay=args.delay, fail_at=args.fail_at),
@@ -323,7 +326,7 @@ def build_demo(args: argparse.Namespace) -> Pipeline[int, int]:
     ]
     pipeline = Pipeline[int](maxsize=args.queue_size)
     for stage in stages:
-        pipeline.add(stage, workers=args.workers, ordered=ordered)
+        pipeline.add(stage, workers=args.workers, ordered=ordered, executor=executor)
     return pipeline
 
 
@@ -384,19 +387,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         return args
     handler, previous_level = _configure_logging(args.log_level, quiet=args.quiet)
     try:
-        pipeline = build_demo(args)
+        on = on_cluster(args.dask, tasks=3 * args.workers, prog=prog or program_name())
+        with on as executor:
+            if isinstance(executor, int):
+                return executor  # the cluster could not be reached, or Ctrl-C meanwhile
+            pipeline = build_demo(args, executor)
 
-        def demo() -> PipelineReport | None:
-            items = range(1, args.items + 1)
-            watching = {"trace": args.trace, "progress": args.progress}
-            with pipeline.stream(
-                items, timeout=args.timeout, observers=observers_from(args), **watching
-            ) as outputs:
-                for item in outputs:
-                    logger.info("Final output: %s", item)
-            return outputs.report
+            def demo() -> PipelineReport | None:
+                items = range(1, args.items + 1)
+                watching = {"trace": args.trace, "progress": args.progress}
+                with pipeline.stream(
+                    items, timeout=args.timeout, observers=observers_from(args), **watching
+                ) as outputs:
+                    for item in outputs:
+                        logger.info("Final output: %s", item)
+                return outputs.report
 
-        return run_reporting(demo, lambda report: print_report(report, as_json=args.json))
+            return run_reporting(demo, lambda report: print_report(report, as_json=args.json))
     finally:
         logging.getLogger("pipeline").removeHandler(handler)
         logging.getLogger("pipeline").setLevel(previous_level)

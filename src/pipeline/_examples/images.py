@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from PIL import Image, ImageColor, ImageFilter, ImageOps
 
@@ -65,6 +65,7 @@ from pipeline._cli import (
     run_reporting,
     whole_number,
 )
+from pipeline._dask_cli import add_dask_option, on_cluster
 from pipeline._stdout import reader_may_leave
 
 from .samples import generate
@@ -376,10 +377,14 @@ def build(
     output: Path,
     *,
     workers: int = 2,
-    executor: str = "process",
+    executor: Any = "process",
     log_level: int = logging.INFO,
 ) -> tuple[Pipeline[Path, Path], SaveResults]:
     """Return the image pipeline writing into ``output``, and its saving stage.
+
+    ``executor`` is where the features stage runs: ``"process"``,
+    ``"thread"``, or a Dask cluster (a ``distributed.Client``, as ``--dask``
+    gives): each of its ``workers`` is then a batch in flight there.
 
     ``maxsize=16`` bounds every queue to 16 images: the queue's default bound
     comes from ``sys.getsizeof`` of the first item, which sees a small
@@ -487,6 +492,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default="process",
         help="where the features stage runs (default process; thread shows the GIL's cost)",
     )
+    add_dask_option(parser, "the features stage instead (--workers: batches in flight there)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-image log lines")
     add_observing_options(parser)
     return parser
@@ -500,46 +506,53 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "run_custom_example.p
         return args
     level = logging.WARNING if args.quiet else logging.INFO
     with _logging_to_stderr(level):
-        output: Path = args.output or Path(tempfile.mkdtemp(prefix="pipeline-images-"))
-        pipeline, saver = build(
-            output, workers=args.workers, executor=args.executor, log_level=level
-        )
+        on = on_cluster(args.dask, tasks=args.workers, prog=prog, default=args.executor)
+        with on as executor:
+            if isinstance(executor, int):
+                return executor  # the cluster could not be reached, or Ctrl-C meanwhile
+            return _run(args, executor, level)
 
-        def process_images() -> PipelineReport | None:
-            # Inside run_reporting: a Ctrl-C while the samples are written exits 130 too.
-            if args.input is not None:
-                paths = find_images(args.input)
-                logger.info("%d images in %s", len(paths), args.input)
-            else:
-                count = 24 if args.images is None else args.images
-                folder = output / "samples"
-                paths = generate(folder, count, seed=args.seed, size=args.sample_size)
-                logger.info("generated %d sample images in %s", count, folder)
-            # stream(), not run(): the saved paths are not kept in a list, and each
-            # counts as delivered as it comes out, so a partial report (Ctrl-C)
-            # counts the images already saved as successes.
-            watching = {"trace": args.trace, "progress": args.progress}
-            observers = observers_from(args)
-            with pipeline, pipeline.stream(paths, observers=observers, **watching) as saved:
-                for _ in saved:
-                    pass
-            return saved.report
 
-        def show(report: PipelineReport | None) -> None:
-            lines = [
-                f"thumbnails: {saver.thumbnails} ({saver.saved} written)",
-                f"features:   {saver.csv_path}",
+def _run(args: argparse.Namespace, executor: Any, level: int) -> int:
+    # The run, its stages on `executor`; the report printed; the exit code.
+    output: Path = args.output or Path(tempfile.mkdtemp(prefix="pipeline-images-"))
+    pipeline, saver = build(output, workers=args.workers, executor=executor, log_level=level)
+
+    def process_images() -> PipelineReport | None:
+        # Inside run_reporting: a Ctrl-C while the samples are written exits 130 too.
+        if args.input is not None:
+            paths = find_images(args.input)
+            logger.info("%d images in %s", len(paths), args.input)
+        else:
+            count = 24 if args.images is None else args.images
+            folder = output / "samples"
+            paths = generate(folder, count, seed=args.seed, size=args.sample_size)
+            logger.info("generated %d sample images in %s", count, folder)
+        # stream(), not run(): the saved paths are not kept in a list, and each
+        # counts as delivered as it comes out, so a partial report (Ctrl-C)
+        # counts the images already saved as successes.
+        watching = {"trace": args.trace, "progress": args.progress}
+        observers = observers_from(args)
+        with pipeline, pipeline.stream(paths, observers=observers, **watching) as saved:
+            for _ in saved:
+                pass
+        return saved.report
+
+    def show(report: PipelineReport | None) -> None:
+        lines = [
+            f"thumbnails: {saver.thumbnails} ({saver.saved} written)",
+            f"features:   {saver.csv_path}",
+        ]
+        if report is not None:
+            lines += [
+                f"dead letter: {Path(letter.item).name}: "
+                f"{type(letter.exception).__name__}: {letter.exception}"
+                for letter in report.dead_letters
             ]
-            if report is not None:
-                lines += [
-                    f"dead letter: {Path(letter.item).name}: "
-                    f"{type(letter.exception).__name__}: {letter.exception}"
-                    for letter in report.dead_letters
-                ]
-                lines.append(report.summary())
-            print("\n".join(lines))  # noqa: T201 (the report goes to stdout)
+            lines.append(report.summary())
+        print("\n".join(lines))  # noqa: T201 (the report goes to stdout)
 
-        return run_reporting(process_images, show)
+    return run_reporting(process_images, show)
 
 
 @contextmanager
