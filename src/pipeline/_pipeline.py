@@ -661,6 +661,8 @@ class Pipeline(Generic[In, Out]):
         # The stream's generator.
         state.started = True
         guarded = _interrupt.guard(run)
+        if guarded:
+            run.sliced_waits = True  # a Ctrl-C may not wake an untimed wait (see SLICED_WAITS)
         try:
             deadline = None if timeout is None else monotonic() + timeout
             self._register(run)

@@ -107,13 +107,16 @@ GIL_ENABLED: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 SLICED_WAITS = sysconfig.get_config_var("Py_GIL_DISABLED") == 1
 """Whether a stream's ``next()`` waits for outputs in slices rather than in one wait.
 
-On a free-threaded CPython 3.13, a SIGINT that lands while a lock acquisition
-spins before it sleeps is flagged but does not wake the sleep, so an untimed
-wait would never run the Ctrl-C handler; a wait that wakes every
-``_WAIT_SLICE`` seconds runs it then. With the GIL, one untimed wait is
-cheaper for a lone item's round trip, and the signal wakes it but, once seen
-on 3.12, rarely: ``run()``, which waits for the whole run anyway, always
-waits in slices.
+A SIGINT that lands between a lock acquisition's last look for signals and
+its sleep is flagged but does not wake the sleep, so an untimed wait may
+never run the Ctrl-C handler; a wait that wakes every ``_WAIT_SLICE``
+seconds runs it then. On a free-threaded CPython 3.13 the window is wide
+(the acquisition spins before it sleeps), and every stream waits in slices.
+With the GIL it is narrow but real: about 1 Ctrl-C in 50 to 1000 hung a
+stream whose outputs had stopped, on 3.11 and 3.12 alike. So a stream that
+routes SIGINT (in the main thread) waits in slices on every build, and so
+does ``run()``; a stream read from another thread, which no signal wakes,
+keeps the one untimed wait, the cheaper for a lone item's round trip.
 """
 _WAIT_SLICE = 0.1
 
@@ -184,6 +187,9 @@ class Run:
         # Every worker process of a process stage, as it is started: the run
         # ends any that is still there once its threads are joined.
         self.processes: list[BaseProcess] = []
+        # Whether next_outputs() waits in slices (see SLICED_WAITS): a stream
+        # whose SIGINT handler is installed sets it.
+        self.sliced_waits = SLICED_WAITS
         self.clusters: list[ClusterStage] = []  # the Dask stages' runs, to close at the end
         self.delivered = 0  # outputs handed to the caller; written by the consumer only
         self.undelivered = 0  # outputs the consumer took but did not hand out
@@ -516,7 +522,7 @@ class Run:
         if deadline is not None and monotonic() >= deadline:
             self.cancel("timed out", PipelineTimeout("the run's timeout elapsed"))
         try:
-            if SLICED_WAITS:
+            if self.sliced_waits:
                 return self._get_outputs_in_slices(deadline)
             return self.queues[-1]._get_batch(MAX_BATCH, deadline)
         except ShutDown:
