@@ -12,6 +12,8 @@ The pieces:
 - :class:`Pipeline`: wires stages with bounded queues, runs each in its own
   worker threads, shuts down cleanly and reports what happened to every item.
 - :class:`Observer`: receives a run's events, for progress, traces, metrics.
+- :class:`Dask`: a stage's ``executor=`` for a Dask cluster (as is a
+  ``distributed.Client`` or ``"dask://HOST:PORT"``).
 - :mod:`pipeline.stages`: the stages in the box.
 """
 
