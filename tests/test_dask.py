@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import Dask, Pipeline, PipelineCancelled, PipelineStage, StageError
+from pipeline import Dask, Pipeline, PipelineCancelled, PipelineStage, StageError, WorkerDied
 from pipeline import _dask as dask_executor
 from tests.helpers import WAIT
 
-pytest.importorskip("distributed")  # the dask_client fixture fails instead in .ci/run
+distributed: Any = pytest.importorskip("distributed")  # dask_client fails instead in .ci/run
 
 
 class Boom(Exception):
@@ -294,3 +294,55 @@ def test_an_unreachable_scheduler_fails_the_run_naming_it() -> None:
 
 def test_the_executor_is_shown_in_its_repr() -> None:
     assert repr(Dask("127.0.0.1:8786")) == "Dask('tcp://127.0.0.1:8786')"
+
+
+# -- a worker that keeps dying ---------------------------------------------------------
+
+
+def exit_on_five(item: int) -> int:
+    if item == 5:
+        os._exit(1)  # the cluster worker process dies
+    return item
+
+
+@pytest.mark.slow
+def test_an_item_that_kills_every_worker_it_meets_is_its_own_worker_died(tmp_path: Path) -> None:
+    # With allowed-failures 0 the scheduler gives up on a task at its first
+    # worker death (KilledWorker): the batch is redone one item at a time,
+    # and only the item that kills is a dead letter.
+    import dask
+
+    config = {"distributed.scheduler.allowed-failures": 0}
+    with (
+        dask.config.set(config),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            local_directory=str(tmp_path),
+            silence_logs=50,
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        pulled: list[int] = []
+
+        def source() -> Iterator[int]:
+            for item in range(20):
+                pulled.append(item)
+                yield item
+
+        executor = Dask(client, batch_size=10)
+        result = (
+            Pipeline[int]()
+            .map(exit_on_five, workers=1, on_error="skip", executor=executor)
+            .run(source(), timeout=WAIT * 6)
+        )
+    assert pulled == list(range(20))
+    assert result.outputs == [item for item in range(20) if item != 5]
+    [letter] = result.report.dead_letters
+    assert letter.item == 5
+    assert type(letter.exception) is WorkerDied
+    assert type(letter.exception.__cause__).__name__ == "KilledWorker"
+    assert result.report.balanced
