@@ -35,6 +35,10 @@ What can go wrong, and what happens:
   at once, and a task in progress stops before its next item (the item in
   ``process()`` finishes: Python cannot interrupt a thread). The run ends
   after the cluster ran ``on_stop``, so no task of it runs any more.
+
+Past 400 lines, as :mod:`pipeline._process` is and for its reason: both ends
+of a task (the driver's handle and the cluster worker's registry) and the
+messages they trade are one protocol, read together.
 """
 
 from __future__ import annotations
