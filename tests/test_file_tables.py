@@ -410,6 +410,7 @@ def test_describe_says_where(make_table: MakeTable, tmp_path: Path) -> None:
         assert table.describe() == f"SQLite {tmp_path / 'files.db'}"
     else:
         assert isinstance(table, PostgresFileTable)
+        assert table._connection is not None  # None only in an unpickled table, until used
         info = table._connection.info
         assert table.describe() == f"PostgreSQL 127.0.0.1:{info.port}/{info.dbname}"
 

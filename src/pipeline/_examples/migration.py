@@ -10,6 +10,10 @@ parts with ``--db postgresql://...``, ``--s3-endpoint URL`` and
 ``--api-url URL``. A rerun does only what is left: interrupt it (Ctrl-C,
 ``kill -9``) and run it again.
 
+``--dask ADDRESS|local`` runs the S3 and API uploaders on a Dask cluster
+(see :mod:`pipeline.migration._cluster` for what must be reachable from
+there); the dispatcher and the verifier stay in this process.
+
 Exit codes: 0 every file verified, 1 some file failed (listed in the
 report), 2 a bad option or setup (the message says what to fix), 130
 interrupted.
@@ -39,6 +43,7 @@ from .._cli import (
     seconds,
     whole_number,
 )
+from .._dask_cli import add_dask_option, on_cluster
 from .._pipeline import MAX_WORKERS
 from .._report import PipelineReport
 from .._stdout import reader_may_leave
@@ -76,8 +81,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         prog=prog,
         description="Migrate files between buckets, register them with the metadata API, "
         "verify both; resumable (a rerun does what is left).",
-        epilog="Exit codes: 0 all verified, 1 some file failed, 2 bad option or setup, "
-        "130 interrupted.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--root",
@@ -149,8 +154,29 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="say what would be done; do nothing")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-file log lines")
+    add_dask_option(
+        parser,
+        "the S3 and API uploaders (--s3-workers and --api-workers are then batches in "
+        "flight there; notes below)",
+    )
     add_observing_options(parser)
     return parser
+
+
+_EPILOG = """\
+--dask: the S3 and API uploaders run on the cluster's workers, their per-file
+log lines in the workers' logs; the dispatcher and the verifier (the report)
+stay in this process. On this machine (--dask local, or a cluster whose
+workers are all here) the embedded parts work, SQLite included: its
+processes take turns on the file. Workers on other machines need parts they
+can reach: PostgreSQL (--db postgresql://HOST/...), --s3-endpoint and
+--api-url at addresses not of this machine. An SQLite --db (a file is one
+machine's) or a 127.0.0.1/localhost address is then refused (exit 2); the
+folder buckets (no --s3-endpoint) only work on a folder all machines share.
+
+Exit codes: 0 all verified, 1 some file failed, 2 bad option or setup, 130
+interrupted.
+"""
 
 
 def _store(args: argparse.Namespace, root: Path) -> ObjectStore:
@@ -260,9 +286,38 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
         _refuse_embedded_only(args, parser)
     except SystemExit:  # parser.error: the usage line and the message are printed
         return EXIT_USAGE
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="[%(levelname)s] %(message)s"
-    )
+    # A dry run touches nothing, a cluster included.
+    target = None if args.dry_run else args.dask
+    tasks = args.s3_workers + args.api_workers
+    level = logging.WARNING if args.quiet else logging.INFO
+    with _logging_to_stderr(level), on_cluster(target, tasks=tasks, prog=prog) as executor:
+        if isinstance(executor, int):
+            return executor  # the cluster could not be reached, or Ctrl-C meanwhile
+        return _migrate(args, executor, prog)
+
+
+@contextmanager
+def _logging_to_stderr(level: int) -> Iterator[None]:
+    """Log the library's lines (``pipeline.*``) to stderr for the run; undo it afterwards.
+
+    Not the root logger's: Dask's scheduler, in this process with ``--dask
+    local``, logs its own INFO lines there.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    library = logging.getLogger("pipeline")
+    previous = library.level
+    library.addHandler(handler)
+    library.setLevel(level)
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(previous)
+
+
+def _migrate(args: argparse.Namespace, executor: Any, prog: str) -> int:
+    """Set up the parts, run the migration with its uploaders on ``executor``, report."""
     root = Path(args.root)
     with ExitStack() as stack:
         try:
@@ -272,6 +327,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
             stack.callback(table.close)
             store = _store(args, root)
             stack.callback(store.close)
+            api = stack.enter_context(_api(args, root))
+            migration = Migration(
+                table,
+                store,
+                api,
+                dest_bucket=args.dest_bucket,
+                s3_workers=args.s3_workers,
+                api_workers=args.api_workers,
+                executor=executor,
+            )
+            migration.check_cluster()  # before anything is written: parts it cannot reach
             table.create()
             seeding = not any(table.counts().values())
             if seeding and args.dry_run:
@@ -281,15 +347,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m pipeline d
                 logger.info("Seeded %d files in bucket %s", args.files, args.source_bucket)
             if args.retry_failed and not args.dry_run:
                 logger.info("%d FAILED files made READY again", table.reset_failed())
-            api = stack.enter_context(_api(args, root))
-            migration = Migration(
-                table,
-                store,
-                api,
-                dest_bucket=args.dest_bucket,
-                s3_workers=args.s3_workers,
-                api_workers=args.api_workers,
-            )
             if not (seeding and args.dry_run):  # nothing there yet to check
                 migration.check()
         except BrokenPipeError:

@@ -80,6 +80,11 @@ class MetadataClient:
     Not thread-safe: one client per worker thread; :meth:`for_worker` makes
     another with the same settings.
 
+    A client pickles as its settings (the URL, the token, the timeout),
+    never its connection: a copy in another process (a Dask cluster's
+    worker) connects on its first request. The URL must be one that
+    process can reach.
+
     Args:
         url: ``http://host:port`` (or ``https://``), optionally with a base path.
         token: the API's bearer token.
@@ -117,6 +122,10 @@ class MetadataClient:
 
     def __repr__(self) -> str:
         return f"MetadataClient({self.url!r})"  # never the token: reprs end up in logs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The settings, not the connection (nor its socket).
+        return _client_of, (self.url, self.token, self.timeout)
 
     def for_worker(self) -> MetadataClient:
         """A new client with the same URL, token and timeout, on its own connection."""
@@ -237,3 +246,8 @@ class MetadataClient:
         if 200 <= status < 300:
             raise ApiError.of(status, f"{self.url} answered something not a JSON object")
         raise ApiError.of(status, str(answer))
+
+
+def _client_of(url: str, token: str, timeout: float) -> MetadataClient:
+    """A pickled client, made again from its settings (see :meth:`MetadataClient.__reduce__`)."""
+    return MetadataClient(url, token, timeout=timeout)

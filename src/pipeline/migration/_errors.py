@@ -19,6 +19,8 @@ report) and go on with the others.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._exceptions import PipelineError
 
 __all__ = [
@@ -69,6 +71,13 @@ class ApiError(MigrationError):
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its two fields: Exception's own reduce would call
+        # cls(str(self)) and fail, and an API stage's error must come back
+        # from a worker process (or a Dask cluster) as itself, so that
+        # Retry(on=ApiUnavailable) still retries it.
+        return type(self), (self.status, self.message), self.__dict__
 
     @property
     def retryable(self) -> bool:

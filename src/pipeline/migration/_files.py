@@ -18,6 +18,13 @@ its SQL, which differs only in placeholders and in how rows are locked while
 claimed. Times are the database's clock, so migrators on machines whose
 clocks differ agree on when a lease ran out.
 
+A table pickles as its configuration (where it is, the owner, the lease),
+never its connection: a stage sent to a worker process or a Dask cluster
+carries its table, and the copy there opens its own connection when first
+used (:meth:`FileTable.for_worker`, in the stage's ``on_start``). The owner
+travels with it, so a cluster worker's steps are fenced by this migrator's
+claims: a file another migrator took over is :class:`LeaseLost` there too.
+
 >>> table = SQLiteFileTable(":memory:")
 >>> table.create()
 >>> table.add([FileRecord(1, "a.pdf", 3, "ab", "src", "a.pdf")])
@@ -90,9 +97,14 @@ class FileRecord:
         last_error: why it failed, for a ``FAILED`` row.
         dest_bucket: the destination bucket, set by the copy stage.
         history: the stages that handled it in this run, in order.
-        leased_at: when (``time.monotonic()``, this process) this migrator
-            last set the row's lease, from before the statement: the lease
-            lasts at least ``lease_seconds`` from then. 0.0: not known.
+        leased_at: when this migrator last set the row's lease, from before
+            the statement, on the database's clock (:meth:`FileTable.clock`,
+            epoch seconds): the lease lasts at least ``lease_seconds`` from
+            then. 0.0: not known. The database's clock, not this process's
+            ``time.monotonic()``: the record travels between stages that may
+            run in other processes or on other machines (a Dask cluster),
+            whose monotonic clocks have other origins, while the database's
+            clock is the one the lease itself is measured on.
     """
 
     id: int
@@ -211,6 +223,17 @@ class FileTable(ABC):
     def _now_params(self, count: int) -> tuple[Any, ...]:
         return ()
 
+    def clock(self) -> float:
+        """The database's clock now, in epoch seconds, as this process tells it.
+
+        What :attr:`FileRecord.leased_at` is measured on, so that a stage in
+        another process or on another machine can tell how old a lease is
+        without asking the database. The default is this machine's clock,
+        which is an embedded database's own; a server's dialect measures
+        its offset (:class:`PostgresFileTable`).
+        """
+        return time.time()
+
     # -- the migration's operations -------------------------------------------------
 
     def create(self) -> None:
@@ -267,7 +290,7 @@ class FileTable(ABC):
             f" WHERE id IN (SELECT id FROM claimable)"
             f" RETURNING {_COLUMNS}"
         )
-        leased_at = time.monotonic()
+        leased_at = self.clock()
         rows = self._execute(sql, (self.owner, limit, self.owner, self.lease_seconds))
         records = sorted((_record(row) for row in rows), key=lambda r: r.id)
         for record in records:
@@ -374,6 +397,20 @@ class SQLiteFileTable(FileTable):
     on the migration's API stage, it cut the slowest lease renewal from 35
     to 16 ms but not the mean (about 1 ms, mostly waiting for the GIL).
     Other processes still meet SQLite's own locking and the busy timeout.
+
+    Several processes on one machine (several migrators, or a Dask
+    cluster's worker processes running the uploaders) may share the file:
+    the turn lock is one process's (a pickled table gets a new one, shared
+    by its :meth:`for_worker` copies there), and across processes SQLite's
+    own file locks keep the writes one at a time, a writer that finds the
+    file locked sleeping and trying again for up to ``busy_timeout``
+    seconds. Every claim and step is one statement, so this is as correct
+    as one process, if less fair: a writer may wait longer for its turn.
+    Not several machines: the file is one machine's, and SQLite's locks do
+    not hold over a network filesystem. Workers elsewhere need PostgreSQL.
+
+    An in-memory table (``":memory:"``) is one connection's: it does not
+    pickle (``TypeError``).
     """
 
     now = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -392,15 +429,49 @@ class SQLiteFileTable(FileTable):
         self.busy_timeout = busy_timeout
         # Shared with the for_worker() copies: one statement at a time among them.
         self._turns = threading.Lock() if _turns is None else _turns
+        self._closed = False
+        self._connection: sqlite3.Connection | None = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         try:
-            self._connection = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            connection = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
             if self.path != ":memory:":
-                self._connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
             message = f"cannot open the SQLite database {self.path!r}: {exc} (check --db)"
             raise MigrationConfigError(message) from None
+        return connection
+
+    def _open(self) -> sqlite3.Connection:
+        # The connection; an unpickled table opens it on first use. Called
+        # with the turn lock held.
+        if self._connection is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            self._connection = self._connect()
+        return self._connection
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The configuration only: the file, the owner, the lease, the busy timeout."""
+        if self.path == ":memory:":
+            raise TypeError(
+                "an in-memory SQLite table is one connection's and cannot leave its process:"
+                " use a file (--db PATH) to send its stages to other processes"
+            )
+        return {
+            "path": self.path,
+            "owner": self.owner,
+            "lease_seconds": self.lease_seconds,
+            "busy_timeout": self.busy_timeout,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._turns = threading.Lock()  # this process's: a lock does not cross processes
+        self._closed = False
+        self._connection = None  # opened on first use
 
     def describe(self) -> str:
         return f"SQLite {self.path}"
@@ -418,11 +489,11 @@ class SQLiteFileTable(FileTable):
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._turns:
-            return self._connection.execute(sql, params).fetchall()
+            return self._open().execute(sql, params).fetchall()
 
     def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        connection = self._connection
         with self._turns:
+            connection = self._open()
             connection.execute("BEGIN IMMEDIATE")
             try:
                 connection.executemany(sql, rows)
@@ -433,10 +504,14 @@ class SQLiteFileTable(FileTable):
 
     def _rowcount(self, sql: str, params: Sequence[Any]) -> int:
         with self._turns:
-            return self._connection.execute(sql, params).rowcount
+            return self._open().execute(sql, params).rowcount
 
     def close(self) -> None:
-        self._connection.close()
+        with self._turns:
+            connection, self._connection = self._connection, None
+            self._closed = True
+        if connection is not None:
+            connection.close()
 
 
 def open_file_table(

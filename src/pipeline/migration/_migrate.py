@@ -15,6 +15,17 @@ run the file migration from code::
 The stages themselves are in :mod:`pipeline.stages` (:class:`S3Uploader`,
 :class:`APIUploader`, :class:`Verifier`, and the dispatcher
 :func:`claim_files`).
+
+``executor=`` is where the two uploaders run: threads by default, or a
+Dask cluster (a ``distributed.Client``, ``"dask://HOST:PORT"``), where each
+of their ``s3_workers`` and ``api_workers`` is a batch in flight. The
+dispatcher and the verifier stay in this process, on threads. The parts
+then travel to the cluster's workers as their configuration, and must be
+reachable from there: on one machine anything goes (SQLite included, see
+:class:`~pipeline.migration.SQLiteFileTable`); with workers on other
+machines :meth:`Migration.check` refuses an SQLite table (use PostgreSQL)
+and any part at a loopback address (``127.0.0.1``, ``localhost``), and
+warns that a folder store must be one the machines share.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._policy import Retry
+from ._cluster import check_reachable
 from ._errors import ApiUnavailable
 from ._files import API_UPLOADED, READY, S3_COPIED, UNFINISHED, FileRecord, FileTable
 from ._store import ObjectStore, check_bucket_name
@@ -119,6 +131,9 @@ class Migration:
         s3_workers: copies at once (three S3 uploaders).
         api_workers: API requests at once (two API uploaders).
         api_retry: how API answers worth retrying are retried (503, timeouts).
+        executor: where the S3 and API uploaders run (any ``executor=`` of
+            ``Pipeline.add``): ``"thread"``, or a Dask cluster, where
+            ``s3_workers`` and ``api_workers`` are batches in flight.
     """
 
     def __init__(
@@ -132,6 +147,7 @@ class Migration:
         s3_workers: int = 3,
         api_workers: int = 2,
         api_retry: Retry | None = None,
+        executor: Any = "thread",
     ) -> None:
         self.table = table
         self.store = store
@@ -140,6 +156,7 @@ class Migration:
         self.dest_store = dest_store
         self.s3_workers = s3_workers
         self.api_workers = api_workers
+        self.executor = executor
         self.verifier: Any = None  # the last run's Verifier
         self.api_retry = api_retry or Retry(
             attempts=5, backoff=0.05, max_delay=2.0, on=(ApiUnavailable,)
@@ -149,8 +166,10 @@ class Migration:
         """Fail before any work if the setup cannot work.
 
         Raises:
-            MigrationConfigError: what to fix (the database, a bucket, the API or its token).
+            MigrationConfigError: what to fix (the database, a bucket, the API or its
+                token, or a part the Dask cluster's workers cannot reach).
         """
+        self.check_cluster()
         self.table.create()
         (self.dest_store or self.store).check_bucket(self.dest_bucket)
         buckets = {r.source_bucket for r in self.unfinished()}
@@ -159,6 +178,19 @@ class Migration:
         check = getattr(self.api, "check", None)
         if callable(check):
             check()
+
+    def check_cluster(self) -> None:
+        """Refuse the parts that are this machine's if the uploaders' cluster has others.
+
+        Part of :meth:`check`; on its own, it writes nothing, so it can come
+        before a table is created or seeded. Nothing to do without a Dask
+        ``executor``; see :func:`~pipeline.migration._cluster.check_reachable`.
+
+        Raises:
+            MigrationConfigError: some worker is on another machine, and the
+                table is SQLite, or a part is at a loopback address.
+        """
+        check_reachable(self.executor, self.table, self.store, self.dest_store, self.api)
 
     def unfinished(self) -> list[FileRecord]:
         """The rows a run still has work for."""
@@ -190,6 +222,7 @@ class Migration:
                 ordered=False,
                 on_error="skip",
                 maxsize=2 * self.s3_workers,
+                executor=self.executor,
             )
             .add(
                 APIUploader(self.api, self.table),
@@ -199,6 +232,7 @@ class Migration:
                 on_error="skip",
                 retry=self.api_retry,
                 maxsize=2 * self.api_workers,
+                executor=self.executor,
             )
             .add(verifier, name="Verifier", on_error="skip", maxsize=8)
         )

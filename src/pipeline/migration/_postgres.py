@@ -11,6 +11,17 @@ makes one table safe to share across machines:
   claimer took since this one's snapshot is checked again, as it now is,
   before it is claimed (see :meth:`FileTable.claim`).
 
+- Its :meth:`~PostgresFileTable.clock` is the server's too: the offset of
+  the server's clock from this process's monotonic one, measured once, so
+  that a file's ``leased_at`` means the same in every process and on every
+  machine.
+
+Pickled (a stage sent to a Dask cluster carries its table), a table is its
+configuration: the URL as given (with its password, if it has one), the
+owner, the lease and the connect timeout. The copy connects when first
+used; :meth:`~PostgresFileTable.for_worker` there opens a worker's own
+connection at once, as here.
+
 A server that cannot be reached, a wrong password or a missing database is
 a :class:`MigrationConfigError` naming ``--db``, raised within
 ``connect_timeout``; its message never shows the password.
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
@@ -96,9 +108,27 @@ class PostgresFileTable(FileTable):
         except psycopg.Error as exc:
             message = f"--db is not a PostgreSQL URL: {_redact(_one_line(exc), url)}"
             raise MigrationConfigError(message) from None
-        self._connection = self._connect()
+        self._clock_offset: float | None = None  # the server's clock - time.monotonic()
+        self._closed = False
+        self._connection: psycopg.Connection[tuple[Any, ...]] | None = self._connect()
         info = self._connection.info
         self._where = f"{info.host}:{info.port}/{info.dbname}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The configuration only: the URL, the owner, the lease, the connect timeout."""
+        return {
+            "url": self.url,
+            "owner": self.owner,
+            "lease_seconds": self.lease_seconds,
+            "connect_timeout": self.connect_timeout,
+            "_where": self._where,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clock_offset = None  # this process's monotonic clock has another origin
+        self._closed = False
+        self._connection = None  # connected on first use
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         import psycopg  # noqa: PLC0415 (imported by __init__ already)
@@ -129,14 +159,19 @@ class PostgresFileTable(FileTable):
         """
         import psycopg  # noqa: PLC0415
 
+        connection = self._connection
+        if connection is None:  # unpickled: not connected yet
+            if self._closed:
+                raise psycopg.OperationalError("the connection is closed")
+            connection = self._connection = self._connect()
         try:
-            return work(self._connection)
+            return work(connection)
         except psycopg.OperationalError:
-            if not self._connection.broken:
+            if not connection.broken:
                 raise  # the statement failed, not the connection
-        self._connection.close()
-        self._connection = self._connect()
-        return work(self._connection)
+        connection.close()
+        connection = self._connection = self._connect()
+        return work(connection)
 
     def describe(self) -> str:
         """``"PostgreSQL host:port/dbname"``: where the table is, without the password."""
@@ -144,12 +179,31 @@ class PostgresFileTable(FileTable):
 
     def for_worker(self) -> PostgresFileTable:
         """A table object on a new connection, with the same owner and lease."""
-        return PostgresFileTable(
+        worker = PostgresFileTable(
             self.url,
             owner=self.owner,
             lease_seconds=self.lease_seconds,
             connect_timeout=self.connect_timeout,
         )
+        worker._clock_offset = self._clock_offset  # one server, one process: the same offset
+        return worker
+
+    def clock(self) -> float:
+        """The server's clock now, in epoch seconds: ``time.monotonic()`` plus its offset.
+
+        The offset is measured by the first call (one ``SELECT``, taken at
+        the middle of its round trip, so within half of it) and kept: the
+        server's clock, not this machine's, is what the leases are
+        measured on, and the monotonic clock does not jump when this
+        machine's clock is set.
+        """
+        offset = self._clock_offset
+        if offset is None:
+            before = time.monotonic()
+            ((server,),) = self._execute(self._sql("SELECT {now}"))
+            after = time.monotonic()
+            offset = self._clock_offset = float(server) - (before + after) / 2
+        return time.monotonic() + offset
 
     def create(self) -> None:
         """Create the table and its indexes, if they are not there; safe from many at once.
@@ -195,7 +249,9 @@ class PostgresFileTable(FileTable):
 
     def close(self) -> None:
         """Close the connection (again: nothing happens); the object is not used afterwards."""
-        self._connection.close()
+        self._closed = True
+        if self._connection is not None:
+            self._connection.close()
 
 
 # The advisory lock key of create(): any constant will do, one for this table.

@@ -19,7 +19,7 @@ else the metadata, else (an object some other program wrote, with
 neither) it reads the object and hashes it. moto, the S3 server the tests
 run against, keeps both records as S3 does, though it checks neither.
 
-The module is long (about 600 lines) because S3's answers are: most of it
+The module is long (about 670 lines) because S3's answers are: most of it
 turns botocore's errors into ones that say what to fix. Were it split, the
 error translation (``_code``, ``_is_missing``, the config errors) would be
 the part to move.
@@ -46,7 +46,6 @@ import re
 import threading
 from collections.abc import Mapping
 from contextlib import closing
-from copy import copy as shallow_copy
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
@@ -118,6 +117,13 @@ class S3Store(ObjectStore):
     :meth:`for_worker` gives each worker a store with a client of its own
     (its own connection pool). Each worker's store must be closed.
 
+    A store pickles as its settings (a stage sent to a Dask cluster carries
+    it): the endpoint, the region, the timeouts and retries, and the
+    credentials only as given here; never a session or a client, which the
+    copy makes when first used. Credentials from boto3's chain are not
+    sent: each cluster worker finds its own (its environment, its
+    instance role).
+
     Args:
         endpoint_url: the server (``http://127.0.0.1:9000``); ``None`` for AWS.
         region: the region to sign for; ``None``: boto3's (``AWS_DEFAULT_REGION``...).
@@ -142,6 +148,9 @@ class S3Store(ObjectStore):
         MigrationConfigError: boto3 refused the endpoint, region or profile.
     """
 
+    _maker: _ClientMaker | None  # the session: shared with the for_worker() copies
+    _own_client: Any  # this store's boto3 client: its own (untyped)
+
     def __init__(
         self,
         *,
@@ -165,50 +174,119 @@ class S3Store(ObjectStore):
             raise ValueError(message)
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError("connect_timeout and read_timeout must be positive")
-        self.endpoint_url = endpoint_url
-        self.multipart_threshold = multipart_threshold
-        self._maker = _ClientMaker(
-            endpoint_url=endpoint_url,
-            region=region,
-            access_key=access_key,
-            secret_key=secret_key,
-            session_token=session_token,
-            client_kwargs=client_kwargs or {},
-        )
+        self._settings: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "region": region,
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "session_token": session_token,
+            "multipart_threshold": multipart_threshold,
+            "max_pool_connections": max_pool_connections,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "max_attempts": max_attempts,
+            "client_kwargs": dict(client_kwargs or {}),
+        }
+        self._configure()
+        maker = self._maker = self._new_maker()
+        self._own_client = maker.client(self._config, self.describe())
+
+    def _configure(self) -> None:
+        # Everything but the session and the client, from the settings.
+        settings = self._settings
+        self.endpoint_url: str | None = settings["endpoint_url"]
+        self.multipart_threshold: int = settings["multipart_threshold"]
+        pool: int = settings["max_pool_connections"]
         # total_max_attempts counts the first try; botocore's max_attempts does not.
         self._config = Config(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            max_pool_connections=max_pool_connections,
+            connect_timeout=settings["connect_timeout"],
+            read_timeout=settings["read_timeout"],
+            retries={"mode": "standard", "total_max_attempts": settings["max_attempts"]},
+            max_pool_connections=pool,
         )
         # Parts as large as the threshold: the fewer the requests, the
         # better for a server-side copy (s3transfer grows the parts if an
         # object would need more than S3's 10,000).
         self._transfer = TransferConfig(
-            multipart_threshold=multipart_threshold,
-            multipart_chunksize=multipart_threshold,
-            max_concurrency=max_pool_connections,
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=self.multipart_threshold,
+            max_concurrency=pool,
             use_threads=True,
         )
-        self._client: Any = self._maker.client(self._config, self.describe())
+        self._lock = threading.Lock()  # held to make _maker or _own_client where they are None
+        self._maker = None
+        self._own_client = None
+
+    def _new_maker(self) -> _ClientMaker:
+        settings = self._settings
+        return _ClientMaker(
+            endpoint_url=settings["endpoint_url"],
+            region=settings["region"],
+            access_key=settings["access_key"],
+            secret_key=settings["secret_key"],
+            session_token=settings["session_token"],
+            client_kwargs=settings["client_kwargs"],
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The settings as given (credentials only if given), the region as found here.
+
+        No session and no client: the copy makes them when first used (its
+        :meth:`for_worker`, in a stage's ``on_start``). Credentials that
+        were not given travel not at all: the copy finds its own through
+        boto3's chain where it runs. The region does travel, so that every
+        copy signs for the region this store signs for.
+        """
+        return {**self._settings, "region": self._region()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._settings = dict(state)
+        self._configure()
+
+    def _clients(self) -> _ClientMaker:
+        # The session's client maker; an unpickled store makes its own on first use.
+        with self._lock:
+            if self._maker is None:
+                self._maker = self._new_maker()
+            return self._maker
+
+    @property
+    def _client(self) -> Any:
+        # This store's own client, made on first use by an unpickled store.
+        client = self._own_client
+        if client is None:
+            maker = self._clients()
+            with self._lock:
+                if self._own_client is None:
+                    self._own_client = maker.client(self._config, self.describe())
+                client = self._own_client
+        return client
+
+    def _region(self) -> str | None:
+        maker = self._maker
+        return self._settings["region"] if maker is None else maker.region
 
     def describe(self) -> str:
         """``"S3 at <endpoint>"``, or ``"S3 at AWS"`` (with the region when it is known)."""
         if self.endpoint_url is not None:
             return f"S3 at {self.endpoint_url}"
-        region = self._maker.region
+        region = self._region()
         return "S3 at AWS" if region is None else f"S3 at AWS ({region})"
 
     def for_worker(self) -> S3Store:
         """A store like this one with a client (and connection pool) of its own; close it."""
-        worker = shallow_copy(self)  # the settings and the session maker are shared
-        worker._client = self._maker.client(self._config, self.describe())
+        maker = self._clients()
+        worker = object.__new__(type(self))
+        worker.__dict__.update(self.__dict__)  # the settings and the session maker are shared
+        worker._lock = threading.Lock()
+        worker._own_client = maker.client(self._config, self.describe())
         return worker
 
     def close(self) -> None:
         """Close this store's client and its connections."""
-        self._client.close()
+        client = self._own_client
+        if client is not None:
+            client.close()
 
     def check_bucket(self, bucket: str) -> None:
         """Raise :class:`MigrationConfigError`, saying what to fix, unless ``bucket`` answers.
@@ -268,7 +346,7 @@ class S3Store(ObjectStore):
                 retries={"mode": "standard", "total_max_attempts": 1},
             )
         )
-        return self._maker.client(config, self.describe())
+        return self._clients().client(config, self.describe())
 
     def _unusable(self, bucket: str, error: Exception) -> MigrationConfigError:
         """The error for a botocore failure (no answer, no credentials) of a setup call."""

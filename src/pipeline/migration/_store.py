@@ -107,6 +107,10 @@ class ObjectStore(ABC):
     A store may be used by many workers at once. :meth:`for_worker` returns
     the object one worker should use (S3: its own client, made in the
     stage's ``on_start``); :meth:`close` releases what it holds.
+
+    A store pickles as its configuration, never a connection: a stage sent
+    to a worker process or a Dask cluster carries its stores, and each copy
+    connects where it runs, when first used.
     """
 
     @abstractmethod
@@ -166,6 +170,10 @@ class LocalStore(ObjectStore):
     Writes go to a temporary file beside the target and are renamed into
     place, so a reader (or a migrator resuming after ``kill -9``) sees the
     whole object or none. Checksums are computed from the bytes.
+
+    It pickles as its root folder, which is one machine's: stages on other
+    machines (a Dask cluster) see the same buckets only if the folder is
+    one they share (a network filesystem) under the same path.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:

@@ -18,10 +18,21 @@ reason, and the run goes on. A file another migrator took over (its lease
 ran out: :class:`~pipeline.migration.LeaseLost`) is dropped quietly: it is
 that migrator's now. :class:`~pipeline.migration.Migration` wires all of it.
 
+The two uploaders may run on a Dask cluster (``executor=`` a
+``distributed.Client``): they pickle with their table, stores and API
+client as configuration, and each cluster worker process opens its own
+connections in ``on_start``, lent one per thread to the tasks that share
+that process's copy. The owner travels with the table, so the cluster's
+steps are fenced by this migrator's claims, and a file's ``leased_at`` is
+on the database's clock, which every process reads alike. The dispatcher
+(a generator) and the verifier (it keeps the report) stay in the
+migrator's process.
+
 The module is past 400 lines because it holds the dispatcher, the three
-stages and their report, which share the step-writing discipline above;
-the next stage added, or the report growing, is the cue to give each stage
-a module of its own.
+stages and their report, which share the step-writing discipline above,
+and the lending of per-thread clients (``_Handles``) they all use; the next
+stage added, or the report growing, is the cue to give each stage a module
+of its own, ``_Handles`` the first to move.
 
 >>> import tempfile
 >>> from pipeline import Pipeline
@@ -52,12 +63,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .._exceptions import _short_str
 from .._observe import Observer, WorkerInfo
@@ -196,26 +207,88 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
+_C = TypeVar("_C", bound=_Closable)
+
+
 def _close_own(own: _Closable | None, shared: _Closable | None) -> None:
     """Close a worker's own client (its ``for_worker()``), never the one the stage was given."""
     if own is not None and own is not shared:
         own.close()
 
 
+class _Handles(Generic[_C]):
+    """A stage copy's own clients of one kind (``for_worker()`` copies), lent one per thread.
+
+    A table or an API client is for one thread at a time. A thread stage's
+    copy is used by one thread, so it needs one; but on a Dask cluster the
+    copy a worker process unpickled is used by all of that process's task
+    threads at once (``on_start`` ran once there). :meth:`lend` gives a
+    thread a client no other thread holds, a free one or else a new one,
+    and takes it back after. Made in ``on_start``, which opens the first
+    (so that a setup that does not work fails there); :meth:`close`, in
+    ``on_stop``, closes every one made, never the shared one.
+    """
+
+    def __init__(self, shared: _C, make: Callable[[], _C]) -> None:
+        self._shared = shared
+        self._make = make
+        self._lock = threading.Lock()  # guards _idle and _made
+        first = make()
+        self._idle = [first]  # made and not lent
+        self._made = [first]
+
+    @contextmanager
+    def lend(self) -> Iterator[_C]:
+        """A client for this thread alone, until the block ends."""
+        with self._lock:
+            own = self._idle.pop() if self._idle else None
+        if own is None:
+            own = self._make()  # a connection: made outside the lock
+            with self._lock:
+                self._made.append(own)
+        try:
+            yield own
+        finally:
+            with self._lock:
+                self._idle.append(own)
+
+    def close(self) -> None:
+        """Close every client made (each lent one must be back)."""
+        with self._lock:
+            made, self._made, self._idle = self._made, [], []
+        for own in made:
+            _close_own(own, self._shared)
+
+
+def _lent(handles: _Handles[_C] | None, shared: _C) -> AbstractContextManager[_C]:
+    # A client for this thread: lent by the stage copy's handles once it
+    # started, else (a stage used outside a run) the shared one.
+    return nullcontext(shared) if handles is None else handles.lend()
+
+
 class _TableStage(PipelineStage[FileRecord]):
-    """A migration stage: a per-worker table connection, and handing over a lost file."""
+    """A migration stage: per-worker table connections, and handing over a lost file.
+
+    A stage pickles (to a worker process, to a Dask cluster) with its
+    table as configuration; its connections are made in ``on_start``.
+    """
 
     def __init__(self, table: FileTable, *, name: str) -> None:
         super().__init__(name=name)
         self.table = table
-        self._table = table
+        self._tables: _Handles[FileTable] | None = None  # from on_start to on_stop
 
     def on_start(self) -> None:
-        self._table = self.table.for_worker()
+        self._tables = _Handles(self.table, self.table.for_worker)
 
     def on_stop(self) -> None:
-        _close_own(self._table, self.table)
-        self._table = self.table
+        tables, self._tables = self._tables, None
+        if tables is not None:
+            tables.close()
+
+    def _table(self) -> AbstractContextManager[FileTable]:
+        """The table connection of this thread, for one item."""
+        return _lent(self._tables, self.table)
 
     def _handed_over(self, record: FileRecord, error: LeaseLost) -> Iterator[FileRecord]:
         logger.warning(
@@ -254,19 +327,27 @@ class S3Uploader(_TableStage):
         self.store = store
         self.dest_store = dest_store
         self.dest_bucket = dest_bucket
-        self._source = store
-        self._dest: ObjectStore | None = dest_store
+        self._sources: _Handles[ObjectStore] | None = None  # from on_start to on_stop
+        self._dests: _Handles[ObjectStore] | None = None
 
     def on_start(self) -> None:
         super().on_start()
-        self._source = self.store.for_worker()
-        self._dest = None if self.dest_store is None else self.dest_store.for_worker()
+        try:
+            self._sources = _Handles(self.store, self.store.for_worker)
+            if self.dest_store is not None:
+                self._dests = _Handles(self.dest_store, self.dest_store.for_worker)
+        except BaseException:
+            self.on_stop()  # not called for an on_start that raised: close what it opened
+            raise
 
     def on_stop(self) -> None:
-        _close_own(self._source, self.store)
-        _close_own(self._dest, self.dest_store)
-        self._source, self._dest = self.store, self.dest_store
-        super().on_stop()
+        sources, dests, self._sources, self._dests = self._sources, self._dests, None, None
+        try:
+            for handles in (sources, dests):
+                if handles is not None:
+                    handles.close()
+        finally:
+            super().on_stop()
 
     def process(self, item: FileRecord) -> Iterator[FileRecord]:
         """Copy the file unless its row says it was; mark it ``S3_COPIED``."""
@@ -283,26 +364,35 @@ class S3Uploader(_TableStage):
         yield item
 
     def _copy(self, item: FileRecord) -> None:
+        dest = nullcontext(None) if self.dest_store is None else _lent(self._dests, self.dest_store)
+        with self._table() as table, _lent(self._sources, self.store) as source, dest as target:
+            self._copy_with(item, table, source, target)
+
+    def _copy_with(
+        self, item: FileRecord, table: FileTable, source: ObjectStore, target: ObjectStore | None
+    ) -> None:
         worker = threading.current_thread().name
         check_key(item.source_key)
-        key = check_key(self._table.assign_dest_key(item.id, item.dest_key or dest_key_now()))
+        key = check_key(table.assign_dest_key(item.id, item.dest_key or dest_key_now()))
         item.dest_key = key
         logger.info("Uploader %s copy file %s S3 -> S3", worker, item.name)
-        if self._dest is None:
-            info = self._source.copy(
+        if target is None:
+            info = source.copy(
                 item.source_bucket, item.source_key, self.dest_bucket, key, size=item.size
             )
         else:
-            data = self._source.get(item.source_bucket, item.source_key)
-            info = self._dest.put(self.dest_bucket, key, data)
+            data = source.get(item.source_bucket, item.source_key)
+            info = target.put(self.dest_bucket, key, data)
         if info.sha256 != item.checksum or info.size != item.size:
             message = (
                 f"copy of {item.name} has sha256 {info.sha256[:12]}... and {info.size} bytes;"
                 f" the database says {item.checksum[:12]}... and {item.size}"
             )
             raise ChecksumMismatch(message)
-        leased_at = time.monotonic()
-        self._table.advance(item.id, S3_COPIED)  # which renews the lease too
+        # On the database's clock: the API stage that reads it may run in
+        # another process or on another machine (see FileRecord.leased_at).
+        leased_at = table.clock()
+        table.advance(item.id, S3_COPIED)  # which renews the lease too
         item.status, item.leased_at = S3_COPIED, leased_at
         logger.info(
             "Uploader %s stored file [%s] in S3 bucket=[%s] and key=[%s]",
@@ -330,16 +420,27 @@ class _APIStage(_TableStage):
     def __init__(self, api: MetadataAPI, table: FileTable, *, name: str) -> None:
         super().__init__(table, name=name)
         self.api = api
-        self._api = api
+        self._apis: _Handles[MetadataAPI] | None = None  # from on_start to on_stop
 
     def on_start(self) -> None:
         super().on_start()
-        self._api = self.api.for_worker()
+        try:
+            self._apis = _Handles(self.api, self.api.for_worker)
+        except BaseException:
+            self.on_stop()  # not called for an on_start that raised: close what it opened
+            raise
 
     def on_stop(self) -> None:
-        _close_own(self._api, self.api)
-        self._api = self.api
-        super().on_stop()
+        apis, self._apis = self._apis, None
+        try:
+            if apis is not None:
+                apis.close()
+        finally:
+            super().on_stop()
+
+    def _api(self) -> AbstractContextManager[MetadataAPI]:
+        """The API client of this thread, for one item."""
+        return _lent(self._apis, self.api)
 
 
 class APIUploader(_APIStage):
@@ -361,12 +462,15 @@ class APIUploader(_APIStage):
         """Upload the metadata unless the row says it was; mark it ``API_UPLOADED``."""
         if item.status == S3_COPIED:
             try:
-                # Still ours? Else another migrator registers it too. A lease
-                # set less than half its length ago surely is: no statement.
-                if time.monotonic() - item.leased_at >= self._table.lease_seconds / 2:
-                    self._table.renew(item.id)
-                self._api.put(item.id, metadata_of(item))
-                self._table.advance(item.id, API_UPLOADED)
+                with self._table() as table, self._api() as api:
+                    # Still ours? Else another migrator registers it too. A
+                    # lease set less than half its length ago surely is: no
+                    # statement. Both times are the database's clock, so this
+                    # holds with the copy made in another process or machine.
+                    if table.clock() - item.leased_at >= table.lease_seconds / 2:
+                        table.renew(item.id)
+                    api.put(item.id, metadata_of(item))
+                    table.advance(item.id, API_UPLOADED)
             except LeaseLost as lost:
                 yield from self._handed_over(item, lost)
                 return
@@ -506,35 +610,45 @@ class Verifier(_APIStage):
         super().__init__(api, table, name=name)
         self.store = store
         self.expected = expected
-        self._store = store
+        self._stores: _Handles[ObjectStore] | None = None  # from on_start to on_stop
         self._tally = _Tally()  # created here, so the workers' shallow copies share it
         self.failures: Observer = _MarkFailed(table, self._tally)
         """The observer that marks and counts the files failed in any stage."""
 
     def on_start(self) -> None:
         super().on_start()
-        self._store = self.store.for_worker()
+        try:
+            self._stores = _Handles(self.store, self.store.for_worker)
+        except BaseException:
+            self.on_stop()  # not called for an on_start that raised: close what it opened
+            raise
 
     def on_stop(self) -> None:
-        _close_own(self._store, self.store)
-        self._store = self.store
-        super().on_stop()
+        stores, self._stores = self._stores, None
+        try:
+            if stores is not None:
+                stores.close()
+        finally:
+            super().on_stop()
 
     def process(self, item: FileRecord) -> Iterator[FileRecord]:
         """Verify the file; mark it ``VERIFIED``, or raise why it is not."""
         bucket, key = item.dest_bucket or "", item.dest_key or ""
-        found = self._store.head(bucket, check_key(key))
+        with _lent(self._stores, self.store) as store:
+            found = store.head(bucket, check_key(key))
         if found is None:
             raise ObjectMissing(f"{item.name}: no object {key!r} in bucket {bucket!r}")
         if found.sha256 != item.checksum or found.size != item.size:
             raise ChecksumMismatch(f"{item.name}: the object at {key!r} is not the file's bytes")
-        registered = self._api.get(item.id)
+        with self._api() as api:
+            registered = api.get(item.id)
         if registered is None:
             raise MigrationError(f"{item.name}: the API has no record of file {item.id}")
         if registered.get("dest_key") != key or registered.get("checksum") != item.checksum:
             raise MigrationError(f"{item.name}: the API's record does not match the copy")
         try:
-            self._table.advance(item.id, VERIFIED)
+            with self._table() as table:
+                table.advance(item.id, VERIFIED)
         except LeaseLost as lost:
             yield from self._handed_over(item, lost)
             return
