@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 
 # Real servers the migration's tests need, started once per session on
 # 127.0.0.1 and stopped at its end: PostgreSQL, and moto's S3 server.
-pytest_plugins = ["tests.pgserver", "tests.s3server"]
+pytest_plugins = ["tests.pgserver", "tests.s3server", "tests.daskcluster"]
 
 # A job started in the background of a shell (`.ci/run &`) inherits SIGINT
 # ignored, and so would every Python it starts: the Ctrl-C tests need the

@@ -339,7 +339,13 @@ class DaskWorker:
             return outcome
         if tag == "on_start":  # a cluster worker that joined after the start failed on_start
             self._supervisor.fail(StageError(cluster.name, value, where="on_start"))
-        raise BatchAbandoned  # or the run was stopped on the cluster meanwhile
+        elif not self._supervisor.cancelled:
+            # The cluster ended this stage's run while the run goes on: say
+            # so, rather than leave with the batch (BatchAbandoned means the
+            # run is being cancelled, and an upstream stage would wait for room).
+            ended = RuntimeError("the Dask cluster ended this stage's run while it was going on")
+            self._supervisor.fail(StageError(cluster.name, ended, where="process"))
+        raise BatchAbandoned
 
 
 def _failed(error: BaseException) -> BatchOutcome:
