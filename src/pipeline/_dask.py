@@ -25,7 +25,8 @@ What can go wrong, and what happens:
   the cluster worker's traceback as a note; the stage's policy applies.
 - a cluster worker dies: the scheduler runs its tasks again on another
   worker (a batch runs once more, from its start; only the outcome of the
-  run that finished is counted). A batch the scheduler gives up on
+  run that finished is counted). So a stage's side effects happen at least
+  once per item, not exactly once, as with any retry. A batch the scheduler gives up on
   (``KilledWorker``, after ``distributed.scheduler.allowed-failures``) is
   processed again here one item at a time, so the item that kills workers is
   found; its error is :class:`~pipeline.WorkerDied`, under the policy.
@@ -325,6 +326,9 @@ class DaskWorker:
         try:
             if future.status == "finished":
                 tag, value = future.result()
+                # Forgotten at once: a worker lost meanwhile would otherwise
+                # have the scheduler run the task again, for nobody.
+                future.release()
             elif self._supervisor.cancelled:
                 raise BatchAbandoned
             else:
