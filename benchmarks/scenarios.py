@@ -1,6 +1,7 @@
 """The scenarios, each with its variants, its rows and its floors.
 
-The two CPU-bound scenarios are in :mod:`benchmarks.processes`.
+The two CPU-bound scenarios are in :mod:`benchmarks.processes`, the two on a
+Dask cluster in :mod:`benchmarks.cluster`.
 
 Every scenario takes a :class:`~benchmarks.harness.Config` and returns a
 :class:`~benchmarks.harness.ScenarioResult`. Variants of one scenario are
@@ -48,6 +49,7 @@ from .baselines import (
     queue_pipeline,
     sequential,
 )
+from .cluster import dask_cpu, dask_io
 from .harness import (
     ROOT,
     Config,
@@ -596,6 +598,8 @@ SCENARIOS: Final[dict[str, Callable[[Config], ScenarioResult]]] = {
     "memory": memory,
     "cpu_bound": cpu_bound,
     "process_cheap": process_cheap,
+    "dask_io": dask_io,
+    "dask_cpu": dask_cpu,
     "observed": observed,
     "s3_copy": s3_copy,
     "migration": migration,

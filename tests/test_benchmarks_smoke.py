@@ -7,17 +7,22 @@ The floors are checked by ``python -m benchmarks --check``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from benchmarks import cli, scenarios
+from benchmarks import cli, cluster, scenarios
 from benchmarks.harness import ROOT, Config, Row, ScenarioResult, format_table, interleave
 from benchmarks.scenarios import SCENARIOS
+
+# Scenarios that print one skipped row when an optional package is missing.
+_NEEDS = {"dask_io": "distributed", "dask_cpu": "distributed"}
 
 
 def _is_number(value: object) -> bool:
@@ -44,9 +49,12 @@ def test_quick_run_reports_every_scenario_with_numbers(tmp_path: Path) -> None:
     errors = [f"{r['scenario']} / {r['name']}: {r['note']}" for r in rows if r["status"] == "ERROR"]
     assert not errors, "\n".join(errors)
     for name in SCENARIOS:
+        assert name in done.stdout
+        needs = _NEEDS.get(name)
+        if needs is not None and importlib.util.find_spec(needs) is None:
+            continue
         numeric = [r for r in rows if r["scenario"] == name and _is_number(r["value"])]
         assert numeric, f"no figure for {name}"
-        assert name in done.stdout
     for row in rows:
         if row["status"] == "skip":
             assert row["note"], row
@@ -137,6 +145,18 @@ def test_interleave_reverses_the_order_every_other_round() -> None:
     samples = interleave({"a": lambda: variant("a"), "b": lambda: variant("b")}, 3)
     assert calls == ["a", "b", "b", "a", "a", "b"]
     assert samples == {"a": [1.0, 4.0, 5.0], "b": [2.0, 3.0, 6.0]}
+
+
+@pytest.mark.parametrize("scenario", [cluster.dask_io, cluster.dask_cpu])
+def test_dask_scenarios_without_distributed_print_one_skipped_row(
+    monkeypatch: pytest.MonkeyPatch, scenario: Callable[[Config], ScenarioResult]
+) -> None:
+    monkeypatch.setattr(cluster, "load_distributed", lambda: None)
+    result = scenario(Config(quick=True, repeat=1))
+    assert [(row.status, row.note) for row in result.rows] == [
+        ("skip", "distributed is not installed (pip install .[dask])")
+    ]
+    assert "distributed is not installed" in format_table(result.rows)
 
 
 def test_throughput_without_pypeln_skips_its_rows_with_a_note(
