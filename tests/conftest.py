@@ -91,6 +91,9 @@ def dask_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
+        # Its bare HTTP server (health, metrics) on a free loopback port, not
+        # 8787, which another cluster may hold.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         local_directory=str(scratch),
         silence_logs=logging.ERROR,
     )

@@ -96,6 +96,9 @@ def dask_client(target: str | None, *, tasks: int = 1) -> Iterator[Any]:
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
+        # Its bare HTTP server (health, metrics) on a free loopback port, not
+        # 8787, which another cluster may hold.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         silence_logs=logging.ERROR,
     )
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
