@@ -111,10 +111,10 @@ def _local_cluster(distributed: Any, *, threads: int) -> Iterator[tuple[Any, flo
             threads_per_worker=threads,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
-            # The scheduler's bare HTTP server (health, metrics) binds a free
-            # port rather than 8787, which another cluster may hold.
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            # The scheduler's HTTP server (health, metrics; a dashboard only with
+            # bokeh) on a free loopback port: None would still take 8787, which
+            # another cluster may hold, and then the cluster does not start.
+            dashboard_address="127.0.0.1:0",
         )
     try:
         client = distributed.Client(cluster, set_as_default=False)

@@ -90,10 +90,10 @@ def dask_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         threads_per_worker=2,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
-        # Its bare HTTP server (health, metrics) on a free loopback port, not
-        # 8787, which another cluster may hold.
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        # The scheduler's HTTP server (health, metrics; a dashboard only with
+        # bokeh) on a free loopback port: None would still take 8787, which
+        # another cluster may hold, and then the cluster does not start.
+        dashboard_address="127.0.0.1:0",
         local_directory=str(scratch),
         silence_logs=logging.ERROR,
     )

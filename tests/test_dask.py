@@ -320,7 +320,7 @@ def test_an_item_that_kills_every_worker_it_meets_is_its_own_worker_died(tmp_pat
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # a free port: None takes 8787
             local_directory=str(tmp_path),
             silence_logs=50,
         ) as cluster,

@@ -3,8 +3,8 @@
 ``--dask HOST:PORT`` (or ``tcp://HOST:PORT``, ``dask://HOST:PORT``) sends a
 command's heavy stages to the Dask cluster whose scheduler is there;
 ``--dask local`` starts a ``LocalCluster`` on this machine for the run, to
-try it out: its scheduler and workers listen on 127.0.0.1 only, with no
-dashboard. Either way the command connects before it starts, so a
+try it out: its scheduler and workers listen on 127.0.0.1 only, the
+scheduler's status server on a free port. Either way the command connects before it starts, so a
 scheduler that cannot be reached is a usage error (exit 2) naming the
 option, not a failed run.
 """
@@ -43,8 +43,8 @@ def add_dask_option(parser: argparse.ArgumentParser, what: str) -> None:
         type=_dask_target,
         metavar="ADDRESS|local",
         help=f"run {what} on a Dask cluster: its scheduler's address (HOST:PORT), or "
-        "'local' to start one on this machine for the run (127.0.0.1 only, no "
-        "dashboard); needs pip install 'threaded-pipeline[dask]'",
+        "'local' to start one on this machine for the run (on 127.0.0.1 only); "
+        "needs pip install 'threaded-pipeline[dask]'",
     )
 
 
@@ -95,10 +95,10 @@ def dask_client(target: str | None, *, tasks: int = 1) -> Iterator[Any]:
         threads_per_worker=max(1, -(-tasks // processes)),
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
-        # Its bare HTTP server (health, metrics) on a free loopback port, not
-        # 8787, which another cluster may hold.
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        # The scheduler's HTTP server (health, metrics; a dashboard only with
+        # bokeh) on a free loopback port: None would still take 8787, which
+        # another cluster may hold, and then the cluster does not start.
+        dashboard_address="127.0.0.1:0",
         silence_logs=logging.ERROR,
     )
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
