@@ -6,7 +6,6 @@ Files and CSV rows are counted here, from the disk, not taken from the report.
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ from pipeline._cli import main as cli_main
 from pipeline._examples import PILLOW_HINT
 from pipeline._examples.images import CSV_FIELDS, THUMBNAIL_SIZE, main
 from pipeline._examples.samples import CORRUPT_NAME, generate
-from tests.helpers import WAIT
+from tests.helpers import WAIT, child_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +31,7 @@ HEX_COLOUR = re.compile(r"#[0-9a-f]{6} [a-z]+ \d{1,3}%")
 def no_process_leaks() -> Iterator[None]:
     """Fail the test if a worker process outlives it."""
     yield
-    children = multiprocessing.active_children()  # also reaps the ones that ended
+    children = child_processes()  # also reaps the ones that ended
     for child in children:
         child.join(WAIT)
     assert children == [], f"test left worker processes running: {children}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -26,7 +25,7 @@ from pipeline import (
     StageError,
     WorkerInfo,
 )
-from tests.helpers import WAIT, Join
+from tests.helpers import WAIT, Join, child_processes
 
 
 class Recording(Observer):
@@ -360,7 +359,7 @@ def test_events_of_a_stage_run_elsewhere_come_from_its_worker_threads(executor: 
     assert {w.executor for (w,) in seen.named("worker_started")} == {expected_name}
     assert sum(b.completed for b in seen.batches("abs")) == 60
     assert dict(seen.threads) == {"abs-1": {"abs-1"}, "abs-2": {"abs-2"}}
-    assert multiprocessing.active_children() == []  # the run ended its worker processes
+    assert child_processes() == []  # the run ended its worker processes
 
 
 @pytest.mark.parametrize(

@@ -184,7 +184,7 @@ class ClusterStage:
         self.client: Any = target.client  # a distributed.Client: its methods are untyped
         self._owns_client = False
         self._lock = threading.Lock()
-        self._started = False
+        self._start_tried = False
         self._start_failed = False
         self._entered = 0  # worker threads between start() and stop()
         self._cancelled = False
@@ -198,8 +198,8 @@ class ClusterStage:
         error: BaseException | None = None
         with self._lock:
             self._entered += 1
-            if not self._started:
-                self._started = True
+            if not self._start_tried:
+                self._start_tried = True
                 try:
                     self._start_here()
                 except BaseException as exc:  # noqa: BLE001 (raised below, by this thread only)
