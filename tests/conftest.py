@@ -45,7 +45,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # Threads that Dask's client and LocalCluster keep for the process's lifetime
 # (their event loop, callback and offload pools, the nannies' watchers): made
 # on first use inside some test, they are Dask's, not a leak of ours.
-_DASK_THREADS = ("IO loop", "Dask-", "AsyncProcess ", "QueueFeederThread", "TCP-Executor")
+_DASK_THREADS = (
+    "IO loop",
+    "Dask-",
+    "AsyncProcess ",
+    "QueueFeederThread",
+    "TCP-Executor",
+    "Profile",  # distributed.profile.watch, on 3.12+: ends once its event loop closed
+)
 
 
 def _owned_by_dask(thread: threading.Thread) -> bool:

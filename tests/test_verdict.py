@@ -79,11 +79,23 @@ def test_the_stage_after_the_bottleneck_is_starved(workers: int) -> None:
 @pytest.mark.skipif(not GIL, reason="without the GIL, thread workers are the right advice")
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: processes cannot help")
 def test_a_cpu_bound_thread_stage_gets_the_process_advice() -> None:
-    report = Pipeline[int]().map(spin, workers=2, name="spin").run(range(150)).report
+    # A machine busy with other work may give this process too little of a
+    # core for any verdict to tell a CPU-bound stage from a slow one: such a
+    # run is measured again (the process's CPU time, counted here).
+    for _ in range(5):
+        cpu_before = time.process_time()
+        report = Pipeline[int]().map(spin, workers=2, name="spin").run(range(150)).report
+        process_cpu = time.process_time() - cpu_before
+        if process_cpu >= 0.6 * report.elapsed_seconds:
+            break
+    else:
+        pytest.skip(f"this process got {process_cpu / report.elapsed_seconds:.0%} of a core")
     [stage] = report.stages
     assert stage.cpu_seconds is not None
-    # About a core under the GIL (less on a loaded machine), not two.
-    assert 0.4 * report.elapsed_seconds <= stage.cpu_seconds <= 1.3 * report.elapsed_seconds
+    # The stage's workers did nearly all the process's work, and under the GIL
+    # on about one core, not two.
+    assert 0.85 * process_cpu <= stage.cpu_seconds <= process_cpu
+    assert stage.cpu_seconds <= 1.3 * report.elapsed_seconds
     verdict = report.verdict
     assert verdict is not None
     assert (verdict.kind, verdict.stage) == ("cpu-bound", "spin")

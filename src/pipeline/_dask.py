@@ -89,7 +89,9 @@ class Dask:
 
     ``batch_size`` sets the most items per task; by default batches adapt to
     about :data:`DASK_BATCH_TARGET_SECONDS` of work each, so that the
-    cluster's cost per task (a few milliseconds) stays small.
+    cluster's cost per task (tens of milliseconds) stays small. A batch is
+    made of what waits in the stage's input queue: a ``maxsize`` smaller than
+    a batch makes smaller tasks.
 
     >>> Dask("dask://127.0.0.1:8786", batch_size=50)
     Dask('tcp://127.0.0.1:8786', batch_size=50)
