@@ -8,6 +8,7 @@ this Python, ``-m slow`` runs many on every Python the machine has.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -262,6 +263,71 @@ def test_a_second_ctrl_c_in_a_loop_body_that_does_not_come_back_raises_there() -
     assert outputs.report is not None
     assert outputs.report.status == "interrupted"
     assert outputs.report.balanced
+    assert _new_threads(before) == []
+
+
+class _Finalised:
+    """Sends the second SIGINT from its ``__del__``."""
+
+    def __init__(self, signalled: list[str]) -> None:
+        self.signalled = signalled
+
+    def __del__(self) -> None:
+        self.signalled.append("__del__")
+        signal.raise_signal(signal.SIGINT)  # its handler runs here, in the finaliser
+
+
+def _second_sigint_in(where: str, signalled: list[str]) -> None:
+    """Send SIGINT from inside a gc callback or a ``__del__``, as a collection would."""
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and not signalled:
+            signalled.append("gc callback")
+            signal.raise_signal(signal.SIGINT)  # its handler runs here, in the callback
+
+    if where == "__del__":
+        _Finalised(signalled)  # dropped at once: __del__ runs here
+        return
+    gc.callbacks.append(on_collection)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(on_collection)
+
+
+@pytest.mark.parametrize("where", ["gc callback", "__del__"])
+def test_a_second_ctrl_c_where_python_would_drop_the_exception_is_not_raised_there(
+    where: str,
+) -> None:
+    # Python runs gc callbacks (Dask's scheduler installs one in the driver)
+    # and finalisers in whatever the main thread was doing, and an exception
+    # that leaves one is printed as "Exception ignored" and dropped. A second
+    # Ctrl-C that lands in one must not be raised there: the stream's next
+    # next() raises PipelineInterrupted, as after the first alone.
+    dropped: list[object] = []
+    signalled: list[str] = []
+    pipeline = Pipeline[int]().map(abs, workers=2)
+    before = set(threading.enumerate())
+
+    def consume() -> None:
+        with pipeline.stream(count()) as outputs:
+            for n, _ in enumerate(outputs):
+                if n == 0:
+                    signal.raise_signal(signal.SIGINT)  # the first: cancels the run
+                    _second_sigint_in(where, signalled)
+
+    hook, sys.unraisablehook = sys.unraisablehook, dropped.append
+    try:
+        with pytest.raises(PipelineInterrupted) as caught:
+            consume()
+    finally:
+        sys.unraisablehook = hook
+    assert signalled == [where], "the second SIGINT was not sent"
+    assert dropped == []
+    report = caught.value.report
+    assert report is not None
+    assert report.status == "interrupted"
+    assert report.balanced
     assert _new_threads(before) == []
 
 

@@ -15,7 +15,8 @@ the main thread, the library handles SIGINT itself, as trio does:
   only cancels; the body runs to its end and the loop's next ``next()``
   raises. A body that does not come back to the loop is interrupted by a
   second Ctrl-C, which raises ``KeyboardInterrupt`` in the body at once, as
-  Python would.
+  Python would; unless it lands in a gc callback or a ``__del__``, where
+  Python would print and drop it (see :func:`dropped_if_raised`).
 - A second Ctrl-C while the library waits for the workers stops the wait
   from being open-ended: workers still inside user code get
   :data:`INTERRUPT_GRACE` seconds more, then the run raises anyway, naming
@@ -32,13 +33,22 @@ lock at that moment.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
 from types import FrameType
 from typing import Protocol
 
-__all__ = ["INTERRUPT_GRACE", "Interruptible", "delivered", "guard", "in_library", "release"]
+__all__ = [
+    "INTERRUPT_GRACE",
+    "Interruptible",
+    "delivered",
+    "dropped_if_raised",
+    "guard",
+    "in_library",
+    "release",
+]
 
 INTERRUPT_GRACE = 2.0
 """Seconds a run still waits for its workers after a second Ctrl-C."""
@@ -64,6 +74,24 @@ def in_library(frame: FrameType | None) -> bool:
             return True
         if not path.startswith((_STANDARD_LIBRARY, "<")):
             return False
+        frame = frame.f_back
+    return False
+
+
+def dropped_if_raised(frame: FrameType | None) -> bool:
+    """Whether an exception raised at ``frame`` would be printed and dropped.
+
+    So it is inside a garbage-collector callback (``gc.callbacks``; Dask's
+    scheduler installs one) or a ``__del__``: Python runs those wherever the
+    collector or a finaliser happens to run, and reports an exception that
+    leaves them as "Exception ignored" without raising it. A second Ctrl-C
+    that lands there is not raised: the run is cancelled already, and the
+    next safe point raises :class:`~pipeline.PipelineInterrupted`.
+    """
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
         frame = frame.f_back
     return False
 
@@ -121,7 +149,7 @@ class _Router:
         repeated = False
         for run in runs:
             repeated = run.interrupted() or repeated
-        if repeated and not in_library(frame):
+        if repeated and not in_library(frame) and not dropped_if_raised(frame):
             # A second Ctrl-C while the main thread runs user code (the body
             # of a loop over a stream that did not come back): interrupt it.
             self.pending = False
