@@ -6,7 +6,6 @@ import importlib
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.helpers import owned_by_dask
 
 # Real servers the migration's tests need, started once per session on
 # 127.0.0.1 and stopped at its end: PostgreSQL, and moto's S3 server.
@@ -42,23 +43,6 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-# Threads that Dask's client and LocalCluster keep for the process's lifetime
-# (their event loop, callback and offload pools, the nannies' watchers): made
-# on first use inside some test, they are Dask's, not a leak of ours.
-_DASK_THREADS = (
-    "IO loop",
-    "Dask-",
-    "AsyncProcess ",
-    "QueueFeederThread",
-    "TCP-Executor",
-    "Profile",  # distributed.profile.watch, on 3.12+: ends once its event loop closed
-)
-
-
-def _owned_by_dask(thread: threading.Thread) -> bool:
-    return "distributed" in sys.modules and thread.name.startswith(_DASK_THREADS)
-
-
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:
     """Fail the test if it leaves a thread running that it started."""
@@ -67,7 +51,7 @@ def no_thread_leaks() -> Iterator[None]:
     leaked = [
         t
         for t in threading.enumerate()
-        if t not in before and t.is_alive() and not _owned_by_dask(t)
+        if t not in before and t.is_alive() and not owned_by_dask(t)
     ]
     for thread in leaked:
         thread.join(timeout=2.0)  # keep a leak from spilling into the next test

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import NoReturn
@@ -27,6 +28,25 @@ def child_processes() -> list[multiprocessing.process.BaseProcess]:
         for child in multiprocessing.active_children()  # reaps the ended ones
         if not child.name.startswith("Dask ")
     ]
+
+
+# Threads that Dask's client and LocalCluster keep for the process's lifetime
+# (their event loop, callback and offload pools, the nannies' watchers): made
+# on first use inside some test, or when a nanny restarts a worker process
+# that died, they are Dask's, not a leak of ours.
+_DASK_THREADS = (
+    "IO loop",
+    "Dask-",
+    "AsyncProcess ",
+    "QueueFeederThread",
+    "TCP-Executor",
+    "Profile",  # distributed.profile.watch, on 3.12+: ends once its event loop closed
+)
+
+
+def owned_by_dask(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is one of Dask's (its client's, or a LocalCluster's)."""
+    return "distributed" in sys.modules and thread.name.startswith(_DASK_THREADS)
 
 
 class Join:
