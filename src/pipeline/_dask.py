@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 __all__ = ["DASK_BATCH_TARGET_SECONDS", "ClusterStage", "Dask", "DaskWorker", "is_dask_client"]
 
 DASK_BATCH_TARGET_SECONDS = 0.5
-"""The work per batch a Dask stage aims at: a task costs the cluster 10 to 30 ms here."""
+"""The work per batch a Dask stage aims at: a task costs the cluster 10 to 40 ms here."""
 
 _DASK_TARGET_NS = round(DASK_BATCH_TARGET_SECONDS * 1e9)
 _POLL = 0.05  # how often a worker thread waiting on a task looks for a cancellation
