@@ -14,7 +14,9 @@ module (the repository root is on their path, as it is on this process's).
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,6 +223,41 @@ def test_batches_grow_to_amortize_the_cost_of_a_task(
     assert sizes[0] == 1
     assert max(sizes) >= 50
     assert len(sizes) < 20
+
+
+def test_the_clusters_cost_per_task_counts_as_busy_and_the_verdict_asks_for_bigger_batches(
+    dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out_there: list[float] = []  # each task's wall time, by our own stopwatch
+    stopwatch_lock = threading.Lock()
+    one = dask_executor.DaskWorker._one
+
+    def timed(self: Any, batch: list[Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return one(self, batch)
+        finally:
+            with stopwatch_lock:
+                out_there.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(dask_executor.DaskWorker, "_one", timed)
+    # maxsize=1: an item a task, and abs() takes microseconds of the milliseconds a task costs.
+    pipeline = Pipeline[int]().map(abs, workers=2, executor=dask_client, maxsize=1, name="tiny")
+    report = pipeline.run(range(60)).report
+    [stage] = report.stages
+    assert len(out_there) == 60
+    assert sum(out_there) - stage.busy_seconds - 0.01 <= stage.dispatch_seconds <= sum(out_there)
+    assert stage.dispatch_seconds > 10 * stage.busy_seconds
+    assert report.to_dict()["stages"][0]["dispatch_seconds"] == round(stage.dispatch_seconds, 6)
+    verdict = report.verdict
+    assert verdict is not None
+    assert (verdict.kind, verdict.stage) == ("stage", "tiny")
+    assert "of it the Dask cluster's cost per task" in verdict.evidence
+    assert verdict.advice.startswith("send `tiny` bigger batches")
+    # The time table's busy column reads the stage as the verdict does.
+    row = re.search(r"^tiny\s+dask\s+2\s+(\d+)%", report.times(), flags=re.M)
+    assert row is not None
+    assert int(row.group(1)) >= 60
 
 
 # -- cancellation --------------------------------------------------------------------

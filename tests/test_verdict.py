@@ -7,11 +7,13 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from pipeline import ItemTimes, Pipeline, PipelineReport, SafeQueue
 from pipeline._report import ITEM_SAMPLE, StageRecorder
+from pipeline._verdict import capacity, judge
 
 SLEEP = 0.01  # what the slow stage sleeps per item
 ITEMS = 40
@@ -167,6 +169,33 @@ def test_a_process_stage_reports_its_executor_and_no_thread_cpu_time() -> None:
     assert stage.executor == "process"
     assert stage.cpu_seconds is None
     assert stage.active_seconds > 0
+
+
+def test_a_stage_mostly_waiting_on_its_clusters_cost_per_task_is_told_to_send_bigger_batches() -> (
+    None
+):
+    report = Pipeline[int]().map(slow, workers=2, name="remote").run(range(ITEMS)).report
+    [stage] = report.stages
+    assert stage.dispatch_seconds == 0.0  # a thread stage has no cluster to wait on
+    assert stage.to_dict()["dispatch_seconds"] == 0.0
+    elapsed = report.elapsed_seconds
+    room = capacity(stage, elapsed)
+    # The same stage as a Dask one: 10% of its time in process(), 85% out on
+    # the cluster around it (under BUSY without it).
+    waiting = replace(stage, executor="dask", busy_seconds=0.1 * room, dispatch_seconds=0.85 * room)
+    verdict = judge([waiting], elapsed, ITEMS, gil_enabled=True)
+    assert verdict is not None
+    assert (verdict.kind, verdict.stage) == ("stage", "remote")
+    assert verdict.evidence == (
+        "stage `remote` is 95% busy with 2 workers, 89% of it the Dask cluster's cost per task"
+    )
+    assert verdict.advice.startswith("send `remote` bigger batches")
+    # Mostly its own work: more workers, as for any stage.
+    working = replace(stage, executor="dask", busy_seconds=0.85 * room, dispatch_seconds=0.1 * room)
+    verdict = judge([working], elapsed, ITEMS, gil_enabled=True)
+    assert verdict is not None
+    assert verdict.evidence == "stage `remote` is 95% busy with 2 workers"
+    assert verdict.advice == "give `remote` more workers"
 
 
 def test_item_times_of_a_sleeping_stage_are_its_sleep_and_the_maximum_is_exact() -> None:

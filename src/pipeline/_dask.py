@@ -50,6 +50,7 @@ import sys
 import threading
 import uuid
 from collections import deque
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchAbandoned, BatchOutcome, process_batch
@@ -273,7 +274,15 @@ class ClusterStage:
 class DaskWorker:
     """Submits each batch to the cluster as a task and waits for its outcome."""
 
-    __slots__ = ("_client", "_cluster", "_kind", "_supervisor", "batch_size", "batch_target_ns")
+    __slots__ = (
+        "_client",
+        "_cluster",
+        "_kind",
+        "_supervisor",
+        "batch_size",
+        "batch_target_ns",
+        "dispatch_ns",
+    )
 
     def __init__(self, cluster: ClusterStage, supervisor: Supervisor) -> None:
         self._cluster = cluster
@@ -281,6 +290,9 @@ class DaskWorker:
         self._client: Any = None  # a distributed.Client, once started
         self.batch_target_ns = _DASK_TARGET_NS
         self.batch_size = cluster.target.batch_size
+        # The wall time of its tasks outside process(): what the cluster
+        # costs per task, for the report (StageReport.dispatch_seconds).
+        self.dispatch_ns = 0
 
     def start(self) -> None:
         self._client = self._cluster.start(self._supervisor)
@@ -315,6 +327,7 @@ class DaskWorker:
         client = self._client
         assert client is not None
         cluster = self._cluster
+        sent = perf_counter_ns()
         try:
             future = client.submit(_run_batch, cluster.token, cluster.payload, batch, pure=False)
         except BaseException as exc:  # noqa: BLE001 (a closed client)
@@ -342,6 +355,7 @@ class DaskWorker:
             return _failed(_cluster_error(exc)) if len(batch) == 1 else None
         if tag == "done":
             outcome: BatchOutcome = value
+            self.dispatch_ns += max(0, perf_counter_ns() - sent - outcome[4])
             return outcome
         if tag == "on_start":  # a cluster worker that joined after the start failed on_start
             self._supervisor.fail(StageError(cluster.name, value, where="on_start"))

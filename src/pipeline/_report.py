@@ -112,6 +112,7 @@ class StageRecorder:
         "completed",
         "cpu_ns",
         "dead_letters",
+        "dispatch_ns",
         "dropped",
         "emitted",
         "failed",
@@ -135,6 +136,7 @@ class StageRecorder:
         self.retried = 0
         self.busy_ns = 0
         self.cpu_ns: int | None = None  # the worker thread's CPU time (thread stages)
+        self.dispatch_ns = 0  # batches out on a cluster, outside process() (Dask stages)
         self.ready_ns = 0  # perf_counter_ns() when on_start returned (0: never)
         self.starved_s = 0.0  # the worker's waits for input, and for room downstream
         self.blocked_s = 0.0
@@ -330,6 +332,10 @@ class StageReport:
             the run (``queue.peak_size`` is the peak); 0.0 for a queue source.
         worker_times: each worker's busy, starved and blocked time
             (:class:`WorkerTimes`), in worker order.
+        dispatch_seconds: time its workers had a batch out on a Dask cluster
+            but not in ``process()``, summed: the cluster's cost per task
+            (submitting, scheduling, moving the items and the outputs); 0.0
+            for stages on threads, processes and other executors.
     """
 
     name: str
@@ -353,6 +359,7 @@ class StageReport:
     item_seconds: ItemTimes | None = None
     queue_mean_size: float = 0.0
     worker_times: tuple[WorkerTimes, ...] = ()
+    dispatch_seconds: float = 0.0
 
     @classmethod
     def from_recorders(
@@ -409,6 +416,7 @@ class StageReport:
             starved_seconds=starved,
             blocked_seconds=blocked,
             cpu_seconds=sum(cpu) / 1e9 if cpu else None,
+            dispatch_seconds=sum(r.dispatch_ns for r in recorders) / 1e9,
         )
 
     @property
@@ -449,6 +457,7 @@ class StageReport:
             "queue_peak": self.queue.peak_size,
             "queue_mean_size": round(self.queue_mean_size, 3),
             "worker_times": [w.to_dict() for w in self.worker_times],
+            "dispatch_seconds": round(self.dispatch_seconds, 6),
             "queue_maxsize": self.queue.maxsize,
             "queue_put_blocked_seconds": round(self.queue.put_blocked_seconds, 6),
             "queue_get_blocked_seconds": round(self.queue.get_blocked_seconds, 6),
@@ -577,9 +586,11 @@ class PipelineReport:
         """Return where the stages' time went, under a ``=== TIME ===`` title, and the verdict.
 
         Per stage: where ``process()`` ran, the share of its workers' time
-        spent busy in it, starved (waiting for input) and blocked (waiting
-        for room downstream), the items it completed per second, and the
-        median and 99th percentile of its time per item (:class:`ItemTimes`).
+        spent busy in it (a Dask stage: with a batch out on the cluster,
+        :attr:`StageReport.dispatch_seconds` included), starved (waiting for
+        input) and blocked (waiting for room downstream), the items it
+        completed per second, and the median and 99th percentile of its time
+        per item (:class:`ItemTimes`).
         """
         return time_table(self)
 

@@ -74,7 +74,7 @@ def time_table(report: PipelineReport) -> str:
                 s.name,
                 s.executor,
                 str(s.workers),
-                _percent(s.busy_seconds, had),
+                _percent(s.busy_seconds + s.dispatch_seconds, had),  # as the verdict reads it
                 _percent(s.starved_seconds, had),
                 _percent(s.blocked_seconds, had),
                 f"{s.completed / elapsed:.0f}" if elapsed > 0 else "-",

@@ -7,7 +7,10 @@ stages the CPU time of its workers. Over the wall time and the number of
 workers, those are fractions of what the stage could have done:
 
 - a stage busy most of the time is the bottleneck; the stage before it then
-  spends its time blocked on it, and the one after it starved;
+  spends its time blocked on it, and the one after it starved. A Dask
+  stage's time with a batch out on the cluster counts as busy, the cluster's
+  cost per task included: when that cost is most of it, bigger batches help
+  more than more workers;
 - a thread stage whose workers burn about a core of CPU between them, on a
   Python with the GIL, is CPU-bound: more threads cannot help, worker
   processes can;
@@ -103,8 +106,8 @@ def judge(
                 f"of {machine}, under the GIL)",
                 'use executor="process" so that each worker gets a core',
             )
-    top = max(stages, key=lambda s: s.utilization)
-    if top.utilization >= BUSY:
+    top = max(stages, key=lambda s: _occupied(s, elapsed))
+    if _occupied(top, elapsed) >= BUSY:
         return _saturated(stages, top, elapsed, machine)
     first, last = stages[0], stages[-1]
     starved = _share(first.starved_seconds, first, elapsed)
@@ -127,7 +130,7 @@ def judge(
     return Verdict(
         "none",
         None,
-        f"no stage is saturated (the busiest, `{top.name}`, is {top.utilization:.0%} busy)",
+        f"no stage is saturated (the busiest, `{top.name}`, is {_occupied(top, elapsed):.0%} busy)",
         "nothing to change in the pipeline",
     )
 
@@ -135,7 +138,11 @@ def judge(
 def _saturated(
     stages: Sequence[StageReport], top: StageReport, elapsed: float, machine: int
 ) -> Verdict:
-    evidence = f"stage `{top.name}` is {top.utilization:.0%} busy with {_workers(top.workers)}"
+    occupied = _occupied(top, elapsed)
+    evidence = f"stage `{top.name}` is {occupied:.0%} busy with {_workers(top.workers)}"
+    if top.dispatch_seconds > top.busy_seconds:
+        share = top.dispatch_seconds / (top.dispatch_seconds + top.busy_seconds)
+        evidence += f", {share:.0%} of it the Dask cluster's cost per task"
     index = stages.index(top)
     if index > 0:
         before = stages[index - 1]
@@ -147,11 +154,22 @@ def _saturated(
         starved = _share(after.starved_seconds, after, elapsed)
         if starved >= WAITING:
             evidence += f", and `{after.name}` waits for it {starved:.0%} of its time"
-    if top.executor == "process" and top.workers >= machine:
+    if top.dispatch_seconds > top.busy_seconds:
+        advice = (
+            f"send `{top.name}` bigger batches (a larger maxsize: a batch is what waits in "
+            "its queue; or Dask(..., batch_size=N)), or give it more workers"
+        )
+    elif top.executor == "process" and top.workers >= machine:
         advice = f"its workers have every core of the machine: make `{top.name}` cheaper"
     else:
         advice = f"give `{top.name}` more workers"
     return Verdict("stage", top.name, evidence, advice)
+
+
+def _occupied(stage: StageReport, elapsed: float) -> float:
+    # The share of its workers' time a stage had work in hand: in process(),
+    # or (a Dask stage) out on the cluster on its way there and back.
+    return (stage.busy_seconds + stage.dispatch_seconds) / capacity(stage, elapsed)
 
 
 def _cores(stage: StageReport, elapsed: float) -> float:

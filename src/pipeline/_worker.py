@@ -284,6 +284,7 @@ def run_worker(
         finally:
             if cpu_started is not None:
                 recorder.cpu_ns = thread_time_ns() - cpu_started
+            recorder.dispatch_ns = getattr(handle, "dispatch_ns", 0)  # kept by a Dask handle
             recorder.starved_s, recorder.blocked_s = thread_waits()  # this thread's own
             try:
                 state.where = "on_stop"
