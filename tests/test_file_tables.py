@@ -863,9 +863,9 @@ def test_a_migration_on_postgresql_survives_the_server_dropping_every_connection
         """An API whose 15th PUT first has the server drop the migration's connections."""
 
         def put(self, file_id: int, record: Any) -> dict[str, Any]:
-            with self.lock:
-                self.puts = getattr(self, "puts", 0) + 1
-                drop = self.puts == 15
+            with self.lock:  # not InMemoryAPI's own `puts`, which super().put() counts
+                self.calls = getattr(self, "calls", 0) + 1
+                drop = self.calls == 15
             if drop:
                 dropped.append(_drop_other_connections(pg_table_url))
             return super().put(file_id, record)
