@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -331,6 +332,28 @@ def test_an_unreachable_scheduler_fails_the_run_naming_it() -> None:
 
 def test_the_executor_is_shown_in_its_repr() -> None:
     assert repr(Dask("127.0.0.1:8786")) == "Dask('tcp://127.0.0.1:8786')"
+
+
+# -- a free-threaded Python -----------------------------------------------------------
+
+PROFILER = dask_executor.PROFILER_SETTING
+
+
+def test_without_the_gil_a_dask_executor_warns_while_dasks_profiler_is_on(
+    dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dask_config: Any = pytest.importorskip("dask.config")
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    with dask_config.set({PROFILER: True}):
+        with pytest.warns(RuntimeWarning, match=rf"crash a free-threaded.*{re.escape(PROFILER)}"):
+            Pipeline[int]().map(abs, executor=dask_client)
+        with pytest.warns(RuntimeWarning, match=re.escape(PROFILER)):
+            Dask("dask://127.0.0.1:8786")
+    with dask_config.set({PROFILER: False}):
+        Pipeline[int]().map(abs, executor=dask_client)  # no warning (they are errors here)
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
+    with dask_config.set({PROFILER: True}):
+        Pipeline[int]().map(abs, executor=dask_client)  # with the GIL, Dask's default is safe
 
 
 # -- a worker that keeps dying ---------------------------------------------------------

@@ -53,6 +53,19 @@ def test_the_demo_fails_fast_on_the_cluster_naming_the_item(
     assert "Failed: 1" in out
 
 
+def test_without_the_gil_a_command_turns_dasks_profiler_off_before_it_connects(
+    dask_client: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dask_config: Any = pytest.importorskip("dask.config")
+    setting = "distributed.worker.profile.enabled"
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    with dask_config.set({setting: True}):  # restored when the test ends
+        # Warnings are errors here: the one the stages would give fails the run.
+        code = main(["--items", "4", "--dask", address_of(dask_client), "-q"])
+        assert dask_config.get(setting) is False
+    assert code == 0, capsys.readouterr().err
+
+
 def test_an_unreachable_scheduler_is_a_usage_error_naming_the_option(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,6 +20,18 @@ TEXT = README.read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```\n(?:\n```text\n(.*?)```)?", TEXT, flags=re.S)
 
 
+# Dask's own race as a worker closes (distributed.worker; seen about one run
+# in sixty with the machine busy): a heartbeat in flight as the worker shuts
+# its connections logs their CommClosedError. The only thing an example may
+# leave on stderr, as it is Dask's, not the library's: nothing else passes.
+DASK_SHUTDOWN_RACE = re.compile(
+    r"^[\d-]+ [\d:,]+ - distributed\.worker - ERROR - "
+    r"Failed to communicate with scheduler during heartbeat\.\n"
+    r"(?:.*\n)*?distributed\.comm\.core\.CommClosedError: .*\n",
+    flags=re.M,
+)
+
+
 def _matches(want: str, got: str) -> bool:
     checker = doctest.OutputChecker()
     return checker.check_output(want, got, doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -50,7 +62,7 @@ def test_readme_example_prints_what_the_readme_shows(
         check=False,
         cwd=tmp_path,
     )
-    assert (done.returncode, done.stderr) == (0, "")
+    assert (done.returncode, DASK_SHUTDOWN_RACE.sub("", done.stderr)) == (0, "")
     if output:
         assert _matches(output, done.stdout), done.stdout
 

@@ -49,6 +49,7 @@ import pickle
 import sys
 import threading
 import uuid
+import warnings
 from collections import deque
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,8 @@ _DASK_TARGET_NS = round(DASK_BATCH_TARGET_SECONDS * 1e9)
 _POLL = 0.05  # how often a worker thread waiting on a task looks for a cancellation
 _CONNECT_TIMEOUT = 10.0  # seconds to reach the scheduler of a "dask://" address
 _SCHEME = "dask://"
+PROFILER_SETTING = "distributed.worker.profile.enabled"
+"""Dask's setting of its statistical profiler, which a free-threaded Python must turn off."""
 
 
 def is_dask_client(value: object) -> bool:
@@ -114,6 +117,7 @@ class Dask:
         if is_dask_client(cluster):
             self.client = cluster
             self.address: str = str(getattr(getattr(cluster, "scheduler", None), "address", "?"))
+            warn_if_profiler_unsafe()
             return
         if not isinstance(cluster, str):
             raise TypeError(
@@ -122,6 +126,7 @@ class Dask:
             )
         self.address = scheduler_address(cluster)
         _require_distributed()
+        warn_if_profiler_unsafe()
 
     def __repr__(self) -> str:
         where = repr(self.address) if self.client is None else f"<Client {self.address}>"
@@ -151,6 +156,38 @@ def _require_distributed() -> None:
         raise ModuleNotFoundError(
             "a Dask executor needs Dask distributed: pip install 'threaded-pipeline[dask]'"
         ) from None
+
+
+def profiler_is_unsafe() -> bool:
+    """Whether Dask's profiler is on in this process while it runs without the GIL.
+
+    Every Dask server (a scheduler, a worker, a nanny) samples its event
+    loop's thread through ``sys._current_frames()`` every 10 ms, and a worker
+    the threads of its tasks too. On a free-threaded build, reading another
+    running thread's frame is unsynchronised (CPython's free-threading HOWTO
+    says it may crash): here it killed cluster workers with SIGSEGV or SIGBUS
+    about one run in ten, and once the driver, whose LocalCluster runs its
+    scheduler in-process.
+    """
+    # Asked each time: importing an extension that needs the GIL turns it on.
+    if getattr(sys, "_is_gil_enabled", lambda: True)():
+        return False
+    import dask.config  # noqa: PLC0415 (the optional engine, on demand)
+
+    return bool(dask.config.get(PROFILER_SETTING, default=True))
+
+
+def warn_if_profiler_unsafe() -> None:
+    """Warn (``RuntimeWarning``) if :func:`profiler_is_unsafe`, saying the setting to change."""
+    if profiler_is_unsafe():
+        warnings.warn(
+            "Dask's profiler reads other threads' frames, which can crash a free-threaded "
+            f"Python running without the GIL: set {PROFILER_SETTING} to False "
+            "(dask.config.set, or DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False in the "
+            "environment) before the cluster starts, here and on the cluster's workers",
+            RuntimeWarning,
+            stacklevel=3,  # the caller of Dask()
+        )
 
 
 def dumps_for_cluster(stage: PipelineStage[Any, Any], name: str) -> bytes:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from ._dask import scheduler_address
+from ._dask import PROFILER_SETTING, profiler_is_unsafe, scheduler_address
 
 __all__ = ["CONNECT_SECONDS", "DaskUnreachable", "add_dask_option", "dask_client", "on_cluster"]
 
@@ -78,6 +78,11 @@ def dask_client(target: str | None, *, tasks: int = 1) -> Iterator[Any]:
         yield None
         return
     distributed: Any = importlib.import_module("distributed")  # untyped in parts
+    if profiler_is_unsafe():
+        # The command owns its process: Dask's profiler goes off before the
+        # cluster starts (a LocalCluster's workers take this setting with
+        # them), as it can crash a Python running without the GIL.
+        importlib.import_module("dask.config").set({PROFILER_SETTING: False})
     if target != "local":
         try:
             client = distributed.Client(target, timeout=CONNECT_SECONDS, set_as_default=False)
@@ -99,7 +104,10 @@ def dask_client(target: str | None, *, tasks: int = 1) -> Iterator[Any]:
         # bokeh) on a free loopback port: None would still take 8787, which
         # another cluster may hold, and then the cluster does not start.
         dashboard_address="127.0.0.1:0",
-        silence_logs=logging.ERROR,
+        # What goes wrong on the cluster comes back in the run's report; its
+        # processes' own logs would add only Dask's noise, such as the error
+        # a worker logs when a heartbeat is in flight as it closes.
+        silence_logs=logging.CRITICAL,
     )
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client
