@@ -20,11 +20,10 @@ from tests.helpers import owned_by_dask
 # Dask's profiler reads other threads' frames, which crashes a Python running
 # without the GIL (pipeline._dask.profiler_is_unsafe): off, as the library
 # tells its users, for this process and every Dask process the tests start
-# (they inherit the environment; dask reads it when imported).
+# (they inherit the environment; dask reads it when imported, and nothing
+# has imported it yet).
 if not getattr(sys, "_is_gil_enabled", lambda: True)():
     os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "False")
-    if "dask" in sys.modules:
-        importlib.import_module("dask.config").refresh()
 
 # Real servers the migration's tests need, started once per session on
 # 127.0.0.1 and stopped at its end: PostgreSQL, and moto's S3 server.

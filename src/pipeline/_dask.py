@@ -117,15 +117,14 @@ class Dask:
         if is_dask_client(cluster):
             self.client = cluster
             self.address: str = str(getattr(getattr(cluster, "scheduler", None), "address", "?"))
-            warn_if_profiler_unsafe()
-            return
-        if not isinstance(cluster, str):
+        elif isinstance(cluster, str):
+            self.address = scheduler_address(cluster)
+            _require_distributed()
+        else:
             raise TypeError(
                 "'executor' takes a Dask cluster as a distributed.Client or its scheduler's "
                 f"address ('dask://HOST:PORT'), not {type(cluster).__name__}"
             )
-        self.address = scheduler_address(cluster)
-        _require_distributed()
         warn_if_profiler_unsafe()
 
     def __repr__(self) -> str:
